@@ -1,0 +1,699 @@
+/*
+ * segment.c - concept segment files, their checksum index, the bounded fd
+ * cache and directory durability (format in segment.h, docs/format.md).
+ * Must not: fsync on every append (checkpoints do that), or trust a byte
+ * it reads back without checking its hash.
+ */
+#define _GNU_SOURCE
+#include "segment.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "hash.h"
+#include "model.h"
+
+static const unsigned char idx_magic[8] = {'S', 'T', 'M', 'D',
+                                           'B', 'I', 'D', 'X'};
+
+struct fd_slot {
+    uint64_t key; /* concept key << 32 | segno; 0 = free */
+    int data_fd;
+    int idx_fd;
+    bool dirty;
+    unsigned refs;
+    int prev, next; /* LRU list, most recent at head */
+    int hnext;      /* hash chain */
+};
+
+struct dirset {
+    char **v;
+    size_t n, cap;
+    size_t *tab; /* open addressing, index+1, 0 = empty */
+    size_t tcap;
+};
+
+struct sdb_segstore {
+    const sdb_io *io;
+    char *db_dir;
+    uint64_t store_id;
+    uint64_t segment_limit;
+    pthread_mutex_t lock; /* protects slots, lru, buckets, dirty, error */
+    struct fd_slot *slots;
+    unsigned n_slots;
+    int *buckets; /* n_slots * 2 heads, -1 = empty */
+    int lru_head, lru_tail;
+    struct dirset dirty_dirs;
+    int error; /* first failed sync at eviction: sticky */
+};
+
+uint64_t sdb_seg_seed(uint64_t store_id, uint64_t chash, uint32_t segno)
+{
+    return store_id ^ chash ^ ((uint64_t)segno * 0xc2b2ae3d27d4eb4fULL);
+}
+
+void sdb_seg_file_names(uint32_t segno, char data[32], char idx[32])
+{
+    snprintf(data, 32, "@seg-%06" PRIu32 ".msgpack", segno);
+    snprintf(idx, 32, "@seg-%06" PRIu32 ".idx", segno);
+}
+
+void sdb_idx_header_encode(unsigned char *h, uint64_t store_id,
+                           uint64_t chash, uint32_t segno)
+{
+    memset(h, 0, SDB_IDX_HEADER_SIZE);
+    memcpy(h, idx_magic, 8);
+    sdb_put_u32(h + 8, 1);
+    sdb_put_u32(h + 12, SDB_IDX_HEADER_SIZE);
+    sdb_put_u64(h + 16, store_id);
+    sdb_put_u64(h + 24, chash);
+    sdb_put_u32(h + 32, segno);
+    sdb_put_u64(h + 56, sdb_hash64(h, 56, 0));
+}
+
+int sdb_idx_header_check(const unsigned char *h, uint64_t store_id,
+                         uint64_t chash, uint32_t segno)
+{
+    if (memcmp(h, idx_magic, 8) != 0 ||
+        sdb_get_u64(h + 56) != sdb_hash64(h, 56, 0))
+        return SDB_ECORRUPT;
+    if (sdb_get_u32(h + 8) != 1 || sdb_get_u32(h + 12) != SDB_IDX_HEADER_SIZE)
+        return SDB_EVERSION;
+    if (sdb_get_u64(h + 16) != store_id || sdb_get_u64(h + 24) != chash ||
+        sdb_get_u32(h + 32) != segno)
+        return SDB_ECORRUPT;
+    return 0;
+}
+
+/* ---- the set of directories with un-fsynced new names ---- */
+
+static uint64_t str_hash(const char *s)
+{
+    return sdb_hash64(s, strlen(s), 0);
+}
+
+static int dirset_grow(struct dirset *ds)
+{
+    size_t tcap = ds->tcap ? ds->tcap * 2 : 64;
+    size_t *tab = calloc(tcap, sizeof(*tab));
+
+    if (!tab)
+        return SDB_ENOMEM;
+    for (size_t i = 0; i < ds->n; i++) {
+        size_t h = str_hash(ds->v[i]) & (tcap - 1);
+        while (tab[h])
+            h = (h + 1) & (tcap - 1);
+        tab[h] = i + 1;
+    }
+    free(ds->tab);
+    ds->tab = tab;
+    ds->tcap = tcap;
+    return 0;
+}
+
+static int dirset_add(struct dirset *ds, const char *dir)
+{
+    size_t h;
+    char *copy;
+
+    if ((ds->n + 1) * 2 > ds->tcap && dirset_grow(ds) < 0)
+        return SDB_ENOMEM;
+    h = str_hash(dir) & (ds->tcap - 1);
+    while (ds->tab[h]) {
+        if (strcmp(ds->v[ds->tab[h] - 1], dir) == 0)
+            return 0;
+        h = (h + 1) & (ds->tcap - 1);
+    }
+    if (ds->n == ds->cap) {
+        size_t cap = ds->cap ? ds->cap * 2 : 64;
+        char **v = realloc(ds->v, cap * sizeof(*v));
+        if (!v)
+            return SDB_ENOMEM;
+        ds->v = v;
+        ds->cap = cap;
+    }
+    if (!(copy = strdup(dir)))
+        return SDB_ENOMEM;
+    ds->v[ds->n++] = copy;
+    ds->tab[h] = ds->n;
+    return 0;
+}
+
+static void dirset_clear(struct dirset *ds)
+{
+    for (size_t i = 0; i < ds->n; i++)
+        free(ds->v[i]);
+    ds->n = 0;
+    if (ds->tab)
+        memset(ds->tab, 0, ds->tcap * sizeof(*ds->tab));
+}
+
+/* ---- fd cache ---- */
+
+static void lru_unlink(struct sdb_segstore *ss, int i)
+{
+    struct fd_slot *s = &ss->slots[i];
+
+    if (s->prev >= 0)
+        ss->slots[s->prev].next = s->next;
+    else
+        ss->lru_head = s->next;
+    if (s->next >= 0)
+        ss->slots[s->next].prev = s->prev;
+    else
+        ss->lru_tail = s->prev;
+    s->prev = s->next = -1;
+}
+
+static void lru_push_head(struct sdb_segstore *ss, int i)
+{
+    struct fd_slot *s = &ss->slots[i];
+
+    s->prev = -1;
+    s->next = ss->lru_head;
+    if (ss->lru_head >= 0)
+        ss->slots[ss->lru_head].prev = i;
+    ss->lru_head = i;
+    if (ss->lru_tail < 0)
+        ss->lru_tail = i;
+}
+
+static unsigned bucket_of(struct sdb_segstore *ss, uint64_t key)
+{
+    return (unsigned)(sdb_hash64(&key, sizeof(key), 0) % (ss->n_slots * 2));
+}
+
+static void bucket_remove(struct sdb_segstore *ss, int i)
+{
+    int *p = &ss->buckets[bucket_of(ss, ss->slots[i].key)];
+
+    while (*p >= 0 && *p != i)
+        p = &ss->slots[*p].hnext;
+    if (*p == i)
+        *p = ss->slots[i].hnext;
+    ss->slots[i].hnext = -1;
+}
+
+/* Sync (if dirty) and close a slot's files; caller holds the lock. */
+static int slot_close(struct sdb_segstore *ss, int i)
+{
+    struct fd_slot *s = &ss->slots[i];
+    int rc = 0, r2;
+
+    if (s->dirty) {
+        rc = ss->io->fdatasync(ss->io->ctx, s->data_fd);
+        r2 = ss->io->fdatasync(ss->io->ctx, s->idx_fd);
+        if (rc == 0)
+            rc = r2;
+        if (rc < 0 && ss->error == 0)
+            ss->error = rc;
+    }
+    ss->io->close(ss->io->ctx, s->data_fd);
+    ss->io->close(ss->io->ctx, s->idx_fd);
+    bucket_remove(ss, i);
+    s->key = 0;
+    s->dirty = false;
+    s->data_fd = s->idx_fd = -1;
+    return rc;
+}
+
+int sdb_segstore_new(const sdb_io *io, const char *db_dir, uint64_t store_id,
+                     unsigned cache_size, uint64_t segment_limit,
+                     struct sdb_segstore **out)
+{
+    struct sdb_segstore *ss = calloc(1, sizeof(*ss));
+
+    *out = NULL;
+    if (!ss)
+        return SDB_ENOMEM;
+    ss->io = io;
+    ss->store_id = store_id;
+    ss->segment_limit = segment_limit;
+    ss->n_slots = cache_size < 4 ? 4 : cache_size;
+    ss->db_dir = strdup(db_dir);
+    ss->slots = calloc(ss->n_slots, sizeof(*ss->slots));
+    ss->buckets = malloc(ss->n_slots * 2 * sizeof(*ss->buckets));
+    if (!ss->db_dir || !ss->slots || !ss->buckets) {
+        sdb_segstore_free(ss);
+        return SDB_ENOMEM;
+    }
+    for (unsigned i = 0; i < ss->n_slots * 2; i++)
+        ss->buckets[i] = -1;
+    ss->lru_head = ss->lru_tail = -1;
+    for (unsigned i = 0; i < ss->n_slots; i++) {
+        ss->slots[i].data_fd = ss->slots[i].idx_fd = -1;
+        ss->slots[i].hnext = -1;
+        lru_push_head(ss, (int)i);
+    }
+    pthread_mutex_init(&ss->lock, NULL);
+    *out = ss;
+    return 0;
+}
+
+void sdb_segstore_free(struct sdb_segstore *ss)
+{
+    if (!ss)
+        return;
+    if (ss->slots) {
+        for (unsigned i = 0; i < ss->n_slots; i++) {
+            if (ss->slots[i].key) {
+                ss->io->close(ss->io->ctx, ss->slots[i].data_fd);
+                ss->io->close(ss->io->ctx, ss->slots[i].idx_fd);
+            }
+        }
+        pthread_mutex_destroy(&ss->lock);
+    }
+    dirset_clear(&ss->dirty_dirs);
+    free(ss->dirty_dirs.v);
+    free(ss->dirty_dirs.tab);
+    free(ss->slots);
+    free(ss->buckets);
+    free(ss->db_dir);
+    free(ss);
+}
+
+static int open_pair(struct sdb_segstore *ss, const char *dir, uint32_t segno,
+                     bool create, int *dfd, int *ifd)
+{
+    char dname[32], iname[32], path[4096 + 64];
+    int flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0);
+
+    sdb_seg_file_names(segno, dname, iname);
+    snprintf(path, sizeof(path), "%s/%s/%s", ss->db_dir, dir, dname);
+    *dfd = ss->io->open(ss->io->ctx, path, flags, 0644);
+    if (*dfd < 0)
+        return *dfd;
+    snprintf(path, sizeof(path), "%s/%s/%s", ss->db_dir, dir, iname);
+    *ifd = ss->io->open(ss->io->ctx, path, flags, 0644);
+    if (*ifd < 0) {
+        int rc = *ifd;
+        ss->io->close(ss->io->ctx, *dfd);
+        return rc;
+    }
+    return 0;
+}
+
+/*
+ * Find or open the slot for (si, segno) and take a reference; the caller
+ * holds the lock.  Returns the slot index or a negative code.
+ */
+static int slot_get(struct sdb_segstore *ss, const struct sdb_seginfo *si,
+                    uint32_t segno, bool create)
+{
+    uint64_t key = ((uint64_t)si->key << 32 | segno) + 1;
+    int i = ss->buckets[bucket_of(ss, key)], rc, dfd, ifd;
+    unsigned b;
+
+    while (i >= 0 && ss->slots[i].key != key)
+        i = ss->slots[i].hnext;
+    if (i < 0) {
+        for (i = ss->lru_tail; i >= 0 && ss->slots[i].refs; i = ss->slots[i].prev)
+            ;
+        if (i < 0)
+            return -EMFILE;
+        if (ss->slots[i].key)
+            slot_close(ss, i);
+        rc = open_pair(ss, si->dir, segno, create, &dfd, &ifd);
+        if (rc < 0)
+            return rc;
+        ss->slots[i].key = key;
+        ss->slots[i].data_fd = dfd;
+        ss->slots[i].idx_fd = ifd;
+        b = bucket_of(ss, key);
+        ss->slots[i].hnext = ss->buckets[b];
+        ss->buckets[b] = i;
+    }
+    lru_unlink(ss, i);
+    lru_push_head(ss, i);
+    ss->slots[i].refs++;
+    return i;
+}
+
+/* mkdir each missing component of dir below db/, marking parents dirty. */
+static int make_concept_dir(struct sdb_segstore *ss, const char *dir)
+{
+    char path[4096 + 64], rel[4096];
+    size_t base = strlen(ss->db_dir), pos = 0, len = strlen(dir);
+    int rc;
+
+    if (base + 1 + len >= sizeof(path))
+        return SDB_ETOOBIG;
+    memcpy(path, ss->db_dir, base);
+    path[base] = '/';
+    while (pos < len) {
+        const char *slash = strchr(dir + pos, '/');
+        size_t end = slash ? (size_t)(slash - dir) : len;
+
+        memcpy(path + base + 1, dir, end);
+        path[base + 1 + end] = 0;
+        rc = ss->io->mkdir(ss->io->ctx, path, 0755);
+        if (rc == 0) {
+            memcpy(rel, dir, pos ? pos - 1 : 0);
+            rel[pos ? pos - 1 : 0] = 0;
+            rc = dirset_add(&ss->dirty_dirs, rel);
+        } else if (rc == -EEXIST) {
+            rc = 0;
+        }
+        if (rc < 0)
+            return rc;
+        pos = end + 1;
+    }
+    return 0;
+}
+
+/* Start segment si->segno + 1: its directory, files and idx header. */
+static int start_segment(struct sdb_segstore *ss, struct sdb_seginfo *si)
+{
+    unsigned char h[SDB_IDX_HEADER_SIZE];
+    uint32_t segno = si->segno + 1;
+    int i, rc = 0;
+
+    if (si->segno == 0)
+        rc = make_concept_dir(ss, si->dir);
+    if (rc == 0)
+        rc = dirset_add(&ss->dirty_dirs, si->dir);
+    if (rc < 0)
+        return rc;
+    i = slot_get(ss, si, segno, true);
+    if (i < 0)
+        return i;
+    sdb_idx_header_encode(h, ss->store_id, si->chash, segno);
+    rc = ss->io->ftruncate(ss->io->ctx, ss->slots[i].data_fd, 0);
+    if (rc == 0)
+        rc = ss->io->ftruncate(ss->io->ctx, ss->slots[i].idx_fd, 0);
+    if (rc == 0)
+        rc = sdb_io_pwrite_all(ss->io, ss->slots[i].idx_fd, h, sizeof(h), 0);
+    ss->slots[i].dirty = true;
+    ss->slots[i].refs--;
+    if (rc < 0)
+        return rc;
+    si->segno = segno;
+    si->data_len = 0;
+    si->idx_len = SDB_IDX_HEADER_SIZE;
+    return 0;
+}
+
+int sdb_segstore_append(struct sdb_segstore *ss, struct sdb_seginfo *si,
+                        uint64_t lsn, int type, const void *rec, size_t len,
+                        struct sdb_loc *out)
+{
+    unsigned char e[SDB_IDX_ENTRY_SIZE];
+    uint64_t hash;
+    int i, rc = 0;
+
+    if (len == 0 || len > UINT32_MAX / 2)
+        return SDB_EINVAL;
+    pthread_mutex_lock(&ss->lock);
+    if (si->segno == 0 ||
+        (si->data_len > 0 && si->data_len + len > ss->segment_limit))
+        rc = start_segment(ss, si);
+    if (rc < 0)
+        goto unlock;
+    rc = i = slot_get(ss, si, si->segno, false);
+    if (rc < 0)
+        goto unlock;
+    hash = sdb_hash64(rec, len, sdb_seg_seed(ss->store_id, si->chash,
+                                             si->segno));
+    sdb_put_u64(e, lsn);
+    sdb_put_u64(e + 8, si->data_len);
+    sdb_put_u32(e + 16, (uint32_t)len);
+    sdb_put_u32(e + 20, (uint32_t)type);
+    sdb_put_u64(e + 24, hash);
+    ss->slots[i].dirty = true;
+    rc = sdb_io_pwrite_all(ss->io, ss->slots[i].data_fd, rec, len,
+                           (off_t)si->data_len);
+    if (rc == 0)
+        rc = sdb_io_pwrite_all(ss->io, ss->slots[i].idx_fd, e, sizeof(e),
+                               (off_t)si->idx_len);
+    ss->slots[i].refs--;
+    if (rc < 0)
+        goto unlock;
+    out->segno = si->segno;
+    out->off = (uint32_t)si->data_len;
+    out->len = (uint32_t)len;
+    out->hash = hash;
+    si->data_len += len;
+    si->idx_len += SDB_IDX_ENTRY_SIZE;
+unlock:
+    pthread_mutex_unlock(&ss->lock);
+    return rc;
+}
+
+int sdb_segstore_read(struct sdb_segstore *ss, const struct sdb_seginfo *si,
+                      const struct sdb_loc *loc, void *buf)
+{
+    char dname[32], iname[32];
+    int i, fd, rc;
+
+    pthread_mutex_lock(&ss->lock);
+    i = slot_get(ss, si, loc->segno, false);
+    fd = i >= 0 ? ss->slots[i].data_fd : -1;
+    pthread_mutex_unlock(&ss->lock);
+    if (i < 0)
+        return i;
+    rc = sdb_io_pread_all(ss->io, fd, buf, loc->len, loc->off);
+    pthread_mutex_lock(&ss->lock);
+    ss->slots[i].refs--;
+    pthread_mutex_unlock(&ss->lock);
+    if (rc == 0 &&
+        sdb_hash64(buf, loc->len, sdb_seg_seed(ss->store_id, si->chash,
+                                               loc->segno)) != loc->hash)
+        rc = SDB_ECORRUPT;
+    if (rc == SDB_ECORRUPT) {
+        sdb_seg_file_names(loc->segno, dname, iname);
+        fprintf(stderr,
+                "stemedb: error: checksum mismatch reading %s/%s/%s @%" PRIu32
+                " (%" PRIu32 " bytes); run stemedb-fsck\n",
+                ss->db_dir, si->dir, dname, loc->off, loc->len);
+    }
+    return rc;
+}
+
+int sdb_segstore_sync(struct sdb_segstore *ss)
+{
+    char path[4096 + 64];
+    int rc;
+
+    pthread_mutex_lock(&ss->lock);
+    rc = ss->error;
+    for (unsigned i = 0; rc == 0 && i < ss->n_slots; i++) {
+        struct fd_slot *s = &ss->slots[i];
+
+        if (!s->key || !s->dirty)
+            continue;
+        rc = ss->io->fdatasync(ss->io->ctx, s->data_fd);
+        if (rc == 0)
+            rc = ss->io->fdatasync(ss->io->ctx, s->idx_fd);
+        if (rc == 0)
+            s->dirty = false;
+    }
+    for (size_t i = 0; rc == 0 && i < ss->dirty_dirs.n; i++) {
+        const char *d = ss->dirty_dirs.v[i];
+
+        snprintf(path, sizeof(path), "%s%s%s", ss->db_dir, *d ? "/" : "", d);
+        rc = sdb_io_fsync_dir(ss->io, path);
+    }
+    if (rc == 0)
+        dirset_clear(&ss->dirty_dirs);
+    else if (ss->error == 0)
+        ss->error = rc;
+    pthread_mutex_unlock(&ss->lock);
+    return rc;
+}
+
+/* Close a cached slot of (si, segno) if open (recovery only). */
+static void forget_slot(struct sdb_segstore *ss, const struct sdb_seginfo *si,
+                        uint32_t segno)
+{
+    uint64_t key = ((uint64_t)si->key << 32 | segno) + 1;
+    int i = ss->buckets[bucket_of(ss, key)];
+
+    while (i >= 0 && ss->slots[i].key != key)
+        i = ss->slots[i].hnext;
+    if (i >= 0 && ss->slots[i].refs == 0)
+        slot_close(ss, i);
+}
+
+static int truncate_file(struct sdb_segstore *ss, const char *path,
+                         uint64_t len)
+{
+    int fd = ss->io->open(ss->io->ctx, path, O_RDWR | O_CLOEXEC, 0), rc;
+
+    if (fd == -ENOENT && len == 0)
+        return 0;
+    if (fd < 0)
+        return fd;
+    rc = ss->io->ftruncate(ss->io->ctx, fd, (off_t)len);
+    if (rc == 0)
+        rc = ss->io->fdatasync(ss->io->ctx, fd);
+    ss->io->close(ss->io->ctx, fd);
+    return rc;
+}
+
+/*
+ * A crash may have left directories created but their parents never
+ * fsync'd: recovery marks the whole chain so the next checkpoint syncs it.
+ */
+static int mark_chain_dirty(struct sdb_segstore *ss, const char *dir)
+{
+    char rel[4096];
+    size_t n = strlen(dir);
+    int rc;
+
+    if (n >= sizeof(rel))
+        return SDB_ETOOBIG;
+    memcpy(rel, dir, n + 1);
+    rc = dirset_add(&ss->dirty_dirs, rel);
+    while (rc == 0 && n > 0) {
+        while (n > 0 && rel[n - 1] != '/')
+            n--;
+        rel[n > 0 ? n - 1 : 0] = 0;
+        rc = dirset_add(&ss->dirty_dirs, rel);
+        n = n > 0 ? n - 1 : 0;
+    }
+    return rc;
+}
+
+int sdb_segstore_reset_tail(struct sdb_segstore *ss,
+                            const struct sdb_seginfo *si)
+{
+    char dname[32], iname[32], path[4096 + 64];
+    int rc = 0;
+
+    pthread_mutex_lock(&ss->lock);
+    rc = mark_chain_dirty(ss, si->dir);
+    if (rc == 0 && si->segno > 0) {
+        forget_slot(ss, si, si->segno);
+        sdb_seg_file_names(si->segno, dname, iname);
+        snprintf(path, sizeof(path), "%s/%s/%s", ss->db_dir, si->dir, dname);
+        rc = truncate_file(ss, path, si->data_len);
+        snprintf(path, sizeof(path), "%s/%s/%s", ss->db_dir, si->dir, iname);
+        if (rc == 0)
+            rc = truncate_file(ss, path, si->idx_len);
+    }
+    for (uint32_t n = si->segno + 1; rc == 0; n++) {
+        int r1, r2;
+
+        forget_slot(ss, si, n);
+        sdb_seg_file_names(n, dname, iname);
+        snprintf(path, sizeof(path), "%s/%s/%s", ss->db_dir, si->dir, dname);
+        r1 = ss->io->unlink(ss->io->ctx, path);
+        snprintf(path, sizeof(path), "%s/%s/%s", ss->db_dir, si->dir, iname);
+        r2 = ss->io->unlink(ss->io->ctx, path);
+        if (r1 == -ENOENT && r2 == -ENOENT)
+            break;
+        rc = (r1 < 0 && r1 != -ENOENT) ? r1 : (r2 < 0 && r2 != -ENOENT) ? r2 : 0;
+        if (rc == 0)
+            rc = dirset_add(&ss->dirty_dirs, si->dir);
+    }
+    pthread_mutex_unlock(&ss->lock);
+    return rc;
+}
+
+/* ---- scanning (recovery rebuild and fsck) ---- */
+
+struct scan_state {
+    const sdb_io *io;
+    struct sdb_seginfo *si;
+    uint64_t store_id;
+    uint64_t last_lsn;
+    sdb_seg_record_fn fn;
+    void *arg;
+    char *bad;
+    size_t bad_cap;
+};
+
+/* Scan one segment's idx/data images; returns 1 if it ended cleanly. */
+static int scan_one(struct scan_state *st, uint32_t segno,
+                    const unsigned char *idx, size_t ilen,
+                    const unsigned char *data, size_t dlen, const char *iname)
+{
+    uint64_t seed = sdb_seg_seed(st->store_id, st->si->chash, segno);
+    size_t pos = SDB_IDX_HEADER_SIZE;
+    uint64_t expect_off = 0;
+    int rc;
+
+    if (ilen < SDB_IDX_HEADER_SIZE ||
+        sdb_idx_header_check(idx, st->store_id, st->si->chash, segno) < 0) {
+        snprintf(st->bad, st->bad_cap, "%s/%s @0: bad idx header",
+                 st->si->dir, iname);
+        return 0;
+    }
+    for (; pos + SDB_IDX_ENTRY_SIZE <= ilen; pos += SDB_IDX_ENTRY_SIZE) {
+        const unsigned char *e = idx + pos;
+        struct sdb_loc loc = {.segno = segno};
+        uint64_t lsn = sdb_get_u64(e), off = sdb_get_u64(e + 8);
+        uint32_t type = sdb_get_u32(e + 20);
+
+        loc.len = sdb_get_u32(e + 16);
+        loc.hash = sdb_get_u64(e + 24);
+        if (lsn <= st->last_lsn || off != expect_off || loc.len == 0 ||
+            off + loc.len > dlen || (type != 1 && type != 2) ||
+            sdb_hash64(data + off, loc.len, seed) != loc.hash) {
+            snprintf(st->bad, st->bad_cap,
+                     "%s/%s @%zu: idx entry does not match its record",
+                     st->si->dir, iname, pos);
+            break;
+        }
+        loc.off = (uint32_t)off;
+        rc = st->fn ? st->fn(st->arg, lsn, (int)type, &loc, data + off) : 0;
+        if (rc < 0)
+            return rc;
+        st->last_lsn = lsn;
+        expect_off = off + loc.len;
+    }
+    st->si->segno = segno;
+    st->si->data_len = expect_off;
+    st->si->idx_len = pos;
+    if (!st->bad[0] && (pos != ilen || expect_off != dlen))
+        snprintf(st->bad, st->bad_cap, "%s/%s @%zu: trailing bytes",
+                 st->si->dir, pos != ilen ? iname : "data", pos);
+    return st->bad[0] ? 0 : 1;
+}
+
+int sdb_seg_scan(const sdb_io *io, const char *db_dir, struct sdb_seginfo *si,
+                 uint64_t store_id, sdb_seg_record_fn fn, void *arg,
+                 char *out_bad, size_t bad_cap)
+{
+    struct scan_state st = {io, si, store_id, 0, fn, arg, out_bad, bad_cap};
+    char dname[32], iname[32], path[4096 + 64];
+    int rc = 0;
+
+    out_bad[0] = 0;
+    si->segno = 0;
+    si->data_len = si->idx_len = 0;
+    for (uint32_t n = 1; rc == 0; n++) {
+        char *idx = NULL, *data = NULL;
+        size_t ilen = 0, dlen = 0;
+
+        sdb_seg_file_names(n, dname, iname);
+        snprintf(path, sizeof(path), "%s/%s/%s", db_dir, si->dir, iname);
+        rc = sdb_io_read_file(io, path, (size_t)1 << 31, &idx, &ilen);
+        if (rc == -ENOENT) {
+            rc = 0;
+            break;
+        }
+        snprintf(path, sizeof(path), "%s/%s/%s", db_dir, si->dir, dname);
+        if (rc == 0)
+            rc = sdb_io_read_file(io, path, (size_t)1 << 31, &data, &dlen);
+        if (rc == -ENOENT) {
+            snprintf(out_bad, bad_cap, "%s/%s: missing", si->dir, dname);
+            rc = 0;
+        } else if (rc == 0) {
+            rc = scan_one(&st, n, (unsigned char *)idx, ilen,
+                          (unsigned char *)data, dlen, iname);
+            rc = rc < 0 ? rc : 0;
+        }
+        free(idx);
+        free(data);
+        if (out_bad[0])
+            break;
+    }
+    return rc;
+}
