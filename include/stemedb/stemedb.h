@@ -246,6 +246,12 @@ SDB_API int sdb_concept_to_dir(const char *path, char *out, size_t cap,
 /* Reverse: an escaped directory (relative to db/) back to its concept path. */
 SDB_API int sdb_dir_to_concept(const char *dir, char *out, size_t cap);
 
+/* ---- verification (stemedb-fsck): src/verify.c ---- */
+
+/* ---- read-only views of a data directory (stemedb-fuse): src/view.c ---- */
+
+/* ---- backup, restore and point-in-time recovery: src/backup.c ---- */
+
 #ifdef __cplusplus
 }
 #endif
