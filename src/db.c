@@ -33,7 +33,7 @@ struct wreq {
     int kind;
     struct sdb_assertion *as; /* WREQ_ASSERT: owned array */
     size_t n;
-    bool batch; /* the request was {"assertions":[...]} */
+    bool batch;              /* the request was {"assertions":[...]} */
     struct sdb_retraction r; /* WREQ_RETRACT */
     sdb_done_fn done;
     void *arg;
@@ -182,9 +182,9 @@ static int stage_assert(struct sdb_db *db, struct wreq *w, msgpack_sbuffer *sb)
     if (rc == 0 && !w->batch)
         w->result = json_incref(json_array_get(list, 0));
     else if (rc == 0)
-        w->result = json_pack("{s:O, s:I, s:I}", "assertions", list, "count",
-                              (json_int_t)w->n, "lsn",
-                              (json_int_t)w->first_lsn);
+        w->result =
+            json_pack("{s:O, s:I, s:I}", "assertions", list, "count",
+                      (json_int_t)w->n, "lsn", (json_int_t)w->first_lsn);
     json_decref(list);
     return rc;
 }
@@ -394,8 +394,9 @@ static void commit_group(struct sdb_db *db, struct wreq *list)
     msgpack_sbuffer_init(&sb);
     if (atomic_load(&db->read_only)) {
         for (struct wreq *w = list; w; w = w->next)
-            fail_request(w, SDB_EREADONLY, "the store is read-only after an "
-                                           "I/O failure");
+            fail_request(w, SDB_EREADONLY,
+                         "the store is read-only after an "
+                         "I/O failure");
         goto done;
     }
     stage_batch(db, list, &sb);
@@ -551,8 +552,8 @@ int sdb_db_checkpoint_now(struct sdb_db *db)
         return SDB_EREADONLY;
     rc = sdb_segstore_sync(db->ss);
     if (rc == 0)
-        rc = sdb_index_save(db->ix, db->io, db->idx_dir, db->meta.store_id,
-                            lsn);
+        rc =
+            sdb_index_save(db->ix, db->io, db->idx_dir, db->meta.store_id, lsn);
     if (rc == 0) {
         fill_meta_counts(db, lsn);
         rc = sdb_meta_write(db->io, db->data_dir, &db->meta);
@@ -626,7 +627,8 @@ static int check_derived(struct sdb_db *db, const struct sdb_assertion *as,
                 db->ix->entries[pos].salt == as[i].derived_from[j].salt)
                 continue;
             if (batch)
-                snprintf(field, sizeof(field), "assertions[%zu].derived_from[%zu]", i, j);
+                snprintf(field, sizeof(field),
+                         "assertions[%zu].derived_from[%zu]", i, j);
             else
                 snprintf(field, sizeof(field), "derived_from[%zu]", j);
             rc = sdb_error_set(err, SDB_EINVAL, field,
@@ -721,8 +723,7 @@ struct waiter {
     sdb_error err;
 };
 
-static void waiter_done(void *arg, int rc, json_t *result,
-                        const sdb_error *err)
+static void waiter_done(void *arg, int rc, json_t *result, const sdb_error *err)
 {
     struct waiter *wt = arg;
 
@@ -736,11 +737,10 @@ static void waiter_done(void *arg, int rc, json_t *result,
     pthread_mutex_unlock(&wt->lock);
 }
 
-typedef int (*submit_fn)(sdb_db *, json_t *, sdb_done_fn, void *,
-                         sdb_error *);
+typedef int (*submit_fn)(sdb_db *, json_t *, sdb_done_fn, void *, sdb_error *);
 
-static int submit_and_wait(sdb_db *db, submit_fn fn, json_t *req,
-                           json_t **out, sdb_error *err)
+static int submit_and_wait(sdb_db *db, submit_fn fn, json_t *req, json_t **out,
+                           sdb_error *err)
 {
     struct waiter wt = {.lock = PTHREAD_MUTEX_INITIALIZER,
                         .cond = PTHREAD_COND_INITIALIZER};

@@ -35,10 +35,10 @@ struct sdb_db {
     char *data_dir, *wal_dir, *db_dir, *idx_dir, *archive_dir;
     const sdb_io *io;
     int lock_fd;
-    struct sdb_meta meta;       /* as last written */
+    struct sdb_meta meta; /* as last written */
     struct sdb_wal *wal;
     struct sdb_segstore *ss;
-    struct sdb_index *ix;       /* protected by ix_lock */
+    struct sdb_index *ix; /* protected by ix_lock */
     pthread_rwlock_t ix_lock;
     _Atomic uint64_t visible_lsn; /* highest durable, applied LSN */
     atomic_bool read_only;

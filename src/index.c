@@ -40,8 +40,8 @@ static int strtab_grow(struct sdb_strtab *t)
     if (!tab)
         return SDB_ENOMEM;
     for (uint32_t id = 1; id < t->n; id++) {
-        uint32_t h = (uint32_t)sdb_hash64(t->s[id], strlen(t->s[id]), 0) &
-                     (tcap - 1);
+        uint32_t h =
+            (uint32_t)sdb_hash64(t->s[id], strlen(t->s[id]), 0) & (tcap - 1);
         while (tab[h])
             h = (h + 1) & (tcap - 1);
         tab[h] = id;
@@ -220,8 +220,8 @@ int sdb_index_new(struct sdb_index **out)
         goto fail;
     log->path = strdup("");
     log->seg.dir = strdup(SDB_RETRACTIONS_DIR);
-    log->seg.chash = sdb_hash64(SDB_RETRACTIONS_DIR,
-                                strlen(SDB_RETRACTIONS_DIR), 0);
+    log->seg.chash =
+        sdb_hash64(SDB_RETRACTIONS_DIR, strlen(SDB_RETRACTIONS_DIR), 0);
     if (!log->path || !log->seg.dir || concept_push(ix, log) < 0)
         goto fail;
     log = NULL;
@@ -415,8 +415,7 @@ int sdb_index_push_raw(struct sdb_index *ix, const struct sdb_entry *e)
     return entry_push(ix, e);
 }
 
-int sdb_index_push_raw_unsorted(struct sdb_index *ix,
-                                const struct sdb_entry *e)
+int sdb_index_push_raw_unsorted(struct sdb_index *ix, const struct sdb_entry *e)
 {
     return entry_push(ix, e);
 }

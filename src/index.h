@@ -32,8 +32,8 @@ struct sdb_entry {
     uint64_t retract_lsn; /* LSN of the retraction that hid it; 0 = none */
     uint64_t hash;        /* record checksum (segment.h) */
     uint32_t concept;
-    uint32_t predicate;   /* string id */
-    uint32_t source;      /* string id; 0 = none */
+    uint32_t predicate; /* string id */
+    uint32_t source;    /* string id; 0 = none */
     uint32_t salt;
     uint32_t off;
     uint32_t len;
@@ -55,7 +55,7 @@ struct sdb_rentry {
 
 /* Concept 0 is the internal retraction log; tree concepts start at 1. */
 struct sdb_concept {
-    char *path; /* owned; "" for concept 0 */
+    char *path;        /* owned; "" for concept 0 */
     uint32_t name_off; /* offset of the last component in path */
     uint32_t parent;   /* 0 = top level */
     uint32_t first_child;
@@ -66,10 +66,10 @@ struct sdb_concept {
 };
 
 struct sdb_strtab {
-    char **s;         /* s[id], id >= 1; s[0] unused */
-    uint32_t n;       /* ids in use + 1 */
+    char **s;   /* s[id], id >= 1; s[0] unused */
+    uint32_t n; /* ids in use + 1 */
     uint32_t cap;
-    uint32_t *tab;    /* open addressing: id, 0 = empty */
+    uint32_t *tab; /* open addressing: id, 0 = empty */
     uint32_t tcap;
 };
 
@@ -92,7 +92,7 @@ struct sdb_index {
     uint32_t dcap, dcount;
     struct {
         uint32_t child, next;
-    } *dpool;
+    } * dpool;
     uint32_t dpool_n, dpool_cap;
     uint64_t retracted_count;
 };

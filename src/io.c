@@ -152,6 +152,12 @@ static int px_fstat(void *ctx, int fd, struct stat *st)
     return fstat(fd, st) == 0 ? 0 : -errno;
 }
 
+static int px_syncfs(void *ctx, int fd)
+{
+    (void)ctx;
+    return syncfs(fd) == 0 ? 0 : -errno;
+}
+
 static const sdb_io posix_io = {
     .ctx = NULL,
     .open = px_open,
@@ -166,6 +172,7 @@ static const sdb_io posix_io = {
     .unlink = px_unlink,
     .mkdir = px_mkdir,
     .fstat = px_fstat,
+    .syncfs = px_syncfs,
 };
 
 const sdb_io *sdb_io_posix(void)

@@ -34,6 +34,7 @@ enum sdb_io_op {
     SDB_IO_UNLINK,
     SDB_IO_MKDIR,
     SDB_IO_FSTAT,
+    SDB_IO_SYNCFS,
     SDB_IO_OP_COUNT
 };
 
@@ -44,8 +45,7 @@ struct sdb_io {
     int (*close)(void *ctx, int fd);
     /* one call of the syscall: may be short; -errno on failure */
     ssize_t (*pread)(void *ctx, int fd, void *buf, size_t n, off_t off);
-    ssize_t (*pwrite)(void *ctx, int fd, const void *buf, size_t n,
-                      off_t off);
+    ssize_t (*pwrite)(void *ctx, int fd, const void *buf, size_t n, off_t off);
     int (*fsync)(void *ctx, int fd);
     int (*fdatasync)(void *ctx, int fd);
     int (*ftruncate)(void *ctx, int fd, off_t len);
@@ -55,6 +55,12 @@ struct sdb_io {
     int (*unlink)(void *ctx, const char *path);
     int (*mkdir)(void *ctx, const char *path, mode_t mode);
     int (*fstat)(void *ctx, int fd, struct stat *st);
+    /*
+     * Flush the whole file system holding fd (data and metadata, every
+     * directory) and report any writeback error on it since fd was opened
+     * (Linux >= 5.8).  Used by checkpoints that touched many files.
+     */
+    int (*syncfs)(void *ctx, int fd);
 };
 
 /* Write all n bytes at off, looping on short writes and EINTR. */
@@ -79,8 +85,8 @@ int sdb_io_write_file_atomic(const sdb_io *io, const char *dir,
  * Read a whole (small) file into a malloc'd buffer (NUL-terminated, *len
  * excludes the NUL).  max bounds the size (SDB_ETOOBIG beyond it).
  */
-int sdb_io_read_file(const sdb_io *io, const char *path, size_t max,
-                     char **out, size_t *len);
+int sdb_io_read_file(const sdb_io *io, const char *path, size_t max, char **out,
+                     size_t *len);
 /*
  * mkdir base/rel and every missing directory between them; for each
  * directory created, fsync its parent (rule: new names need a directory

@@ -894,6 +894,38 @@ static int sim_mkdir(void *ctx, const char *path, mode_t mode)
     return rc;
 }
 
+/* syncfs: everything tracked before it started becomes durable. */
+static int sim_syncfs(void *ctx, int fd)
+{
+    sdb_iosim *sim = ctx;
+    struct simfile *f;
+    uint64_t snap;
+    size_t i, kept = 0;
+    int rc;
+
+    pthread_mutex_lock(&sim->lock);
+    rc = sim_enter(sim, SDB_IO_SYNCFS, true);
+    snap = sim->seq;
+    pthread_mutex_unlock(&sim->lock);
+    if (rc < 0)
+        return rc;
+    rc = sim->real->syncfs(sim->real->ctx, fd);
+    if (rc < 0)
+        return rc;
+    pthread_mutex_lock(&sim->lock);
+    for (f = sim->files; f; f = f->next)
+        file_synced(f, snap);
+    for (i = 0; i < sim->ndops; i++) {
+        if (sim->dops[i]->seq <= snap)
+            dop_free(sim->dops[i]);
+        else
+            sim->dops[kept++] = sim->dops[i];
+    }
+    sim->ndops = kept;
+    pthread_mutex_unlock(&sim->lock);
+    return rc;
+}
+
 static int sim_fstat(void *ctx, int fd, struct stat *st)
 {
     sdb_iosim *sim = ctx;
@@ -935,6 +967,7 @@ sdb_iosim *sdb_iosim_new(uint64_t seed)
         .unlink = sim_unlink,
         .mkdir = sim_mkdir,
         .fstat = sim_fstat,
+        .syncfs = sim_syncfs,
     };
     return sim;
 }

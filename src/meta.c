@@ -23,9 +23,9 @@ static const char *const meta_u64_keys[] = {
 
 static uint64_t *meta_field(struct sdb_meta *m, size_t i)
 {
-    uint64_t *f[] = {&m->last_lsn,         &m->checkpoint_lsn,
-                     &m->assertion_count,  &m->retraction_count,
-                     &m->concept_count,    &m->restarts};
+    uint64_t *f[] = {&m->last_lsn,        &m->checkpoint_lsn,
+                     &m->assertion_count, &m->retraction_count,
+                     &m->concept_count,   &m->restarts};
     return f[i];
 }
 
@@ -50,7 +50,8 @@ int sdb_meta_write(const sdb_io *io, const char *data_dir,
         return SDB_ENOMEM;
     sdb_time_format(m->created_us, created);
     snprintf(hex, sizeof(hex), "%016" PRIx64, m->store_id);
-    json_object_set_new(doc, "format_version", json_integer(SDB_FORMAT_VERSION));
+    json_object_set_new(doc, "format_version",
+                        json_integer(SDB_FORMAT_VERSION));
     json_object_set_new(doc, "store_id", json_string(hex));
     json_object_set_new(doc, "created", json_string(created));
     json_object_set_new(doc, "version", json_string(SDB_VERSION));
@@ -121,8 +122,7 @@ int sdb_meta_parse(const char *buf, size_t len, struct sdb_meta *m,
     rc = 0;
 bad:
     if (rc < 0)
-        sdb_error_set(err, rc, "metadata",
-                      "metadata.json: %s",
+        sdb_error_set(err, rc, "metadata", "metadata.json: %s",
                       rc == SDB_EVERSION ? "unsupported format version"
                       : !doc             ? jerr.text
                                          : "checksum or field mismatch");

@@ -132,8 +132,7 @@ static int load_meta(struct sdb_db *db, sdb_error *err)
         sdb_error_set(err, rc, "metadata", "cannot write %s/metadata.json: %s",
                       db->data_dir, sdb_strerror(rc));
     else
-        sdb_db_log(db, SDB_LOG_INFO, "Created a new store in %s",
-                   db->data_dir);
+        sdb_db_log(db, SDB_LOG_INFO, "Created a new store in %s", db->data_dir);
     return rc;
 }
 
@@ -144,7 +143,7 @@ struct rebuild {
     uint32_t concept;
     struct {
         uint64_t parent, child;
-    } *pairs;
+    } * pairs;
     size_t n_pairs, cap_pairs;
     struct sdb_retraction *rets;
     struct sdb_loc *ret_locs;
@@ -221,8 +220,7 @@ static int rebuild_record(void *arg, uint64_t lsn, int type,
         rc = sdb_strtab_intern(&ix->predicates, rec.a.predicate, true,
                                &e.predicate);
         if (rc == 0 && rec.a.source)
-            rc = sdb_strtab_intern(&ix->sources, rec.a.source, true,
-                                   &e.source);
+            rc = sdb_strtab_intern(&ix->sources, rec.a.source, true, &e.source);
         for (size_t i = 0; rc == 0 && i < rec.a.n_derived; i++)
             rc = keep_pair(rb, rec.a.derived_from[i].lsn, lsn);
         if (rc == 0)
@@ -268,8 +266,8 @@ static int walk(struct rebuild *rb, const char *rel, const char *cpath)
     snprintf(path, sizeof(path), "%s%s%s", rb->db->db_dir, *rel ? "/" : "",
              rel);
     if (!(d = opendir(path)))
-        return sdb_error_set(rb->err, -errno, "db", "cannot read %s: %s",
-                             path, strerror(errno));
+        return sdb_error_set(rb->err, -errno, "db", "cannot read %s: %s", path,
+                             strerror(errno));
     while (rc == 0 && (de = readdir(d)) != NULL) {
         uint32_t cid;
         int n;
@@ -279,9 +277,9 @@ static int walk(struct rebuild *rb, const char *rel, const char *cpath)
             de->d_type != DT_DIR)
             continue;
         n = sdb_path_unescape_component(de->d_name, comp, sizeof(comp));
-        if (n < 0 || snprintf(child_path, sizeof(child_path), "%s%s%s",
-                              cpath, *cpath ? "/" : "", comp) >=
-                         (int)sizeof(child_path)) {
+        if (n < 0 ||
+            snprintf(child_path, sizeof(child_path), "%s%s%s", cpath,
+                     *cpath ? "/" : "", comp) >= (int)sizeof(child_path)) {
             sdb_db_log(rb->db, SDB_LOG_WARN,
                        "ignoring %s/%s: not a valid concept directory name",
                        path, de->d_name);
@@ -419,8 +417,8 @@ static int replay_assertion(struct replay *rp, struct sdb_assertion *a,
     if (rc == 0)
         rc = reset_once(rp, cid);
     if (rc == 0)
-        rc = sdb_segstore_append(db->ss, &db->ix->concepts[cid]->seg,
-                                 a->id.lsn, SDB_REC_ASSERTION, rec, len, &loc);
+        rc = sdb_segstore_append(db->ss, &db->ix->concepts[cid]->seg, a->id.lsn,
+                                 SDB_REC_ASSERTION, rec, len, &loc);
     if (rc == 0)
         rc = sdb_index_add(db->ix, a, cid, &loc, NULL);
     return rc;
@@ -470,11 +468,9 @@ static int replay_record(void *arg, uint64_t lsn, uint32_t count,
                      ? replay_assertion(rp, &rec.a, payload + off, used)
                      : replay_retraction(rp, &rec.r, payload + off, used);
             rp->replayed++;
-            if (rec.type == SDB_REC_ASSERTION &&
-                rec.a.ts_us > rp->db->last_ts)
+            if (rec.type == SDB_REC_ASSERTION && rec.a.ts_us > rp->db->last_ts)
                 rp->db->last_ts = rec.a.ts_us;
-            if (rec.type == SDB_REC_RETRACTION &&
-                rec.r.ts_us > rp->db->last_ts)
+            if (rec.type == SDB_REC_RETRACTION && rec.r.ts_us > rp->db->last_ts)
                 rp->db->last_ts = rec.r.ts_us;
         }
         sdb_record_release(&rec);
@@ -496,13 +492,12 @@ static int check_counts(struct sdb_db *db, uint64_t ckpt, sdb_error *err)
         n += db->ix->retractions[i].lsn <= ckpt;
     if (n == db->meta.assertion_count + db->meta.retraction_count)
         return 0;
-    return sdb_error_set(err, SDB_ECORRUPT, "db",
-                         "the segment files hold %" PRIu64
-                         " records up to checkpoint LSN %" PRIu64
-                         " but metadata.json says %" PRIu64
-                         "; run stemedb-fsck",
-                         n, ckpt,
-                         db->meta.assertion_count + db->meta.retraction_count);
+    return sdb_error_set(
+        err, SDB_ECORRUPT, "db",
+        "the segment files hold %" PRIu64
+        " records up to checkpoint LSN %" PRIu64
+        " but metadata.json says %" PRIu64 "; run stemedb-fsck",
+        n, ckpt, db->meta.assertion_count + db->meta.retraction_count);
 }
 
 /* Load or rebuild the index, then replay the WAL past the checkpoint. */
@@ -712,11 +707,10 @@ static int start(struct sdb_db *db, sdb_error *err)
     if (rc == 0)
         rc = sdb_wal_rotate(db->wal, db->next_lsn);
     if (rc < 0)
-        return sdb_error_set(err, rc, "data_dir",
-                             "cannot write to %s after recovery: %s%s",
-                             db->data_dir, sdb_strerror(rc),
-                             rc == -ENOSPC ? " (disk full: free space first)"
-                                           : "");
+        return sdb_error_set(
+            err, rc, "data_dir", "cannot write to %s after recovery: %s%s",
+            db->data_dir, sdb_strerror(rc),
+            rc == -ENOSPC ? " (disk full: free space first)" : "");
     sdb_wal_recycle(db->wal, db->meta.checkpoint_lsn);
     if (pthread_create(&db->writer, NULL, sdb_db_writer_main, db) != 0)
         return sdb_error_set(err, SDB_ENOMEM, "", "cannot start the writer");

@@ -134,15 +134,14 @@ static int cmp_hits(const void *a, const void *b)
     return key_cmp(ka, kb);
 }
 
-static int cursor_parse(const char *s, int lens, uint64_t *bound,
-                        uint64_t k[3])
+static int cursor_parse(const char *s, int lens, uint64_t *bound, uint64_t k[3])
 {
     unsigned l;
     int n = 0;
 
     if (strlen(s) > 200 ||
-        sscanf(s, "c1.%x.%" SCNx64 ".%" SCNx64 ".%" SCNx64 ".%" SCNx64 "%n",
-               &l, bound, &k[0], &k[1], &k[2], &n) != 5 ||
+        sscanf(s, "c1.%x.%" SCNx64 ".%" SCNx64 ".%" SCNx64 ".%" SCNx64 "%n", &l,
+               bound, &k[0], &k[1], &k[2], &n) != 5 ||
         s[n] != 0 || (int)l != lens || *bound == 0)
         return SDB_EINVAL;
     return 0;
@@ -152,8 +151,9 @@ static json_t *cursor_make(int lens, uint64_t bound, const uint64_t k[3])
 {
     char buf[128];
 
-    snprintf(buf, sizeof(buf), "c1.%x.%" PRIx64 ".%" PRIx64 ".%" PRIx64
-             ".%" PRIx64, (unsigned)lens, bound, k[0], k[1], k[2]);
+    snprintf(buf, sizeof(buf),
+             "c1.%x.%" PRIx64 ".%" PRIx64 ".%" PRIx64 ".%" PRIx64,
+             (unsigned)lens, bound, k[0], k[1], k[2]);
     return json_string(buf);
 }
 
@@ -221,7 +221,7 @@ static int cmp_group(const void *a, const void *b)
                            *y = &sort_entries[*(const uint32_t *)b];
 
     if (x->concept != y->concept)
-        return x->concept < y->concept ? -1 : 1;
+    return x->concept < y->concept ? -1 : 1;
     if (x->predicate != y->predicate)
         return x->predicate < y->predicate ? -1 : 1;
     return x->lsn < y->lsn ? -1 : x->lsn > y->lsn;
@@ -235,8 +235,7 @@ struct vgroup {
 };
 
 /* Resolve one (concept, predicate) group of hits [b, e) by consensus. */
-static int consensus_one(struct qctx *qc, uint32_t b, uint32_t e,
-                         json_t **out)
+static int consensus_one(struct qctx *qc, uint32_t b, uint32_t e, json_t **out)
 {
     struct vgroup *g = calloc(e - b, sizeof(*g));
     uint32_t ng = 0, best = 0;
@@ -253,8 +252,8 @@ static int consensus_one(struct qctx *qc, uint32_t b, uint32_t e,
         rc = sdb_db_read_entry(qc->db, qc->hits.v[i], &a);
         if (rc < 0)
             break;
-        txt = json_dumps(a.value, JSON_COMPACT | JSON_SORT_KEYS |
-                                      JSON_ENCODE_ANY);
+        txt = json_dumps(a.value,
+                         JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
         vh = txt ? sdb_hash64(txt, strlen(txt), 0) : 0;
         free(txt);
         for (j = 0; j < ng && g[j].vhash != vh; j++)
@@ -272,18 +271,18 @@ static int consensus_one(struct qctx *qc, uint32_t b, uint32_t e,
             best = j;
     for (uint32_t j = 0; rc == 0 && j < ng; j++)
         if (j != best)
-            json_array_append_new(
-                dissent, json_pack("{s:O, s:f, s:i}", "value", g[j].value,
-                                   "support", g[j].support, "count",
-                                   (int)g[j].count));
+            json_array_append_new(dissent,
+                                  json_pack("{s:O, s:f, s:i}", "value",
+                                            g[j].value, "support", g[j].support,
+                                            "count", (int)g[j].count));
     if (rc == 0) {
         const struct sdb_entry *en = &qc->ix->entries[qc->hits.v[b]];
-        *out = json_pack(
-            "{s:s, s:s, s:O, s:f, s:i, s:i, s:O}", "concept_path",
-            qc->ix->concepts[en->concept]->path, "predicate",
-            qc->ix->predicates.s[en->predicate], "value", g[best].value,
-            "support", g[best].support, "count", (int)g[best].count, "total",
-            (int)(e - b), "dissenting", dissent);
+        *out = json_pack("{s:s, s:s, s:O, s:f, s:i, s:i, s:O}", "concept_path",
+                         qc->ix->concepts[en->concept]->path, "predicate",
+                         qc->ix->predicates.s[en->predicate], "value",
+                         g[best].value, "support", g[best].support, "count",
+                         (int)g[best].count, "total", (int)(e - b),
+                         "dissenting", dissent);
     }
     for (uint32_t j = 0; g && j < ng; j++)
         json_decref(g[j].value);
@@ -422,8 +421,9 @@ int sdb_get(sdb_db *db, const char *id, json_t **out, sdb_error *err)
             }
         }
         if (rc < 0)
-            sdb_error_set(err, rc, "id", "the stored record could not be "
-                                         "read back intact");
+            sdb_error_set(err, rc, "id",
+                          "the stored record could not be "
+                          "read back intact");
     }
     pthread_rwlock_unlock(&db->ix_lock);
     return rc;
@@ -440,8 +440,7 @@ static uint64_t visible_count(const struct sdb_index *ix,
     return n;
 }
 
-int sdb_concepts(sdb_db *db, const char *prefix, json_t **out,
-                 sdb_error *err)
+int sdb_concepts(sdb_db *db, const char *prefix, json_t **out, sdb_error *err)
 {
     uint64_t bound = atomic_load(&db->visible_lsn);
     json_t *list = json_array();
@@ -458,19 +457,18 @@ int sdb_concepts(sdb_db *db, const char *prefix, json_t **out,
     if (prefix && *prefix) {
         rc = sdb_index_concept(db->ix, prefix, false, &cid);
         if (rc == 0 && !cid)
-            rc = sdb_error_set(err, SDB_ENOTFOUND, "prefix",
-                               "no such concept");
+            rc = sdb_error_set(err, SDB_ENOTFOUND, "prefix", "no such concept");
     }
     first = cid ? db->ix->concepts[cid]->first_child : db->ix->first_root;
     for (uint32_t ch = first; rc == 0 && ch;
          ch = db->ix->concepts[ch]->next_sibling) {
         const struct sdb_concept *c = db->ix->concepts[ch];
         json_array_append_new(
-            list, json_pack("{s:s, s:s, s:I, s:I}", "name",
-                            c->path + c->name_off, "path", c->path,
-                            "assertion_count",
-                            (json_int_t)visible_count(db->ix, c, bound),
-                            "children", (json_int_t)c->n_children));
+            list,
+            json_pack("{s:s, s:s, s:I, s:I}", "name", c->path + c->name_off,
+                      "path", c->path, "assertion_count",
+                      (json_int_t)visible_count(db->ix, c, bound), "children",
+                      (json_int_t)c->n_children));
     }
     pthread_rwlock_unlock(&db->ix_lock);
     if (rc == 0)

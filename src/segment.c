@@ -50,8 +50,14 @@ struct sdb_segstore {
     int *buckets; /* n_slots * 2 heads, -1 = empty */
     int lru_head, lru_tail;
     struct dirset dirty_dirs;
-    int error; /* first failed sync at eviction: sticky */
+    unsigned n_dirty; /* cached slots with unsynced writes */
+    bool need_syncfs; /* a dirty slot was closed before it was synced */
+    int sync_fd;      /* db/, opened once: syncfs and its error state */
+    int error;        /* first failed sync: sticky */
 };
+
+/* Past this many dirty files and directories a checkpoint uses syncfs. */
+#define SYNCFS_THRESHOLD 64
 
 uint64_t sdb_seg_seed(uint64_t store_id, uint64_t chash, uint32_t segno)
 {
@@ -64,8 +70,8 @@ void sdb_seg_file_names(uint32_t segno, char data[32], char idx[32])
     snprintf(idx, 32, "@seg-%06" PRIu32 ".idx", segno);
 }
 
-void sdb_idx_header_encode(unsigned char *h, uint64_t store_id,
-                           uint64_t chash, uint32_t segno)
+void sdb_idx_header_encode(unsigned char *h, uint64_t store_id, uint64_t chash,
+                           uint32_t segno)
 {
     memset(h, 0, SDB_IDX_HEADER_SIZE);
     memcpy(h, idx_magic, 8);
@@ -200,19 +206,19 @@ static void bucket_remove(struct sdb_segstore *ss, int i)
     ss->slots[i].hnext = -1;
 }
 
-/* Sync (if dirty) and close a slot's files; caller holds the lock. */
-static int slot_close(struct sdb_segstore *ss, int i)
+/*
+ * Close a slot's files; caller holds the lock.  Unsynced writes stay in the
+ * page cache: the next checkpoint makes them durable with syncfs on a
+ * descriptor opened before them, which also reports any writeback error
+ * they hit (so closing first loses no error report).
+ */
+static void slot_close(struct sdb_segstore *ss, int i)
 {
     struct fd_slot *s = &ss->slots[i];
-    int rc = 0, r2;
 
     if (s->dirty) {
-        rc = ss->io->fdatasync(ss->io->ctx, s->data_fd);
-        r2 = ss->io->fdatasync(ss->io->ctx, s->idx_fd);
-        if (rc == 0)
-            rc = r2;
-        if (rc < 0 && ss->error == 0)
-            ss->error = rc;
+        ss->need_syncfs = true;
+        ss->n_dirty--;
     }
     ss->io->close(ss->io->ctx, s->data_fd);
     ss->io->close(ss->io->ctx, s->idx_fd);
@@ -220,7 +226,14 @@ static int slot_close(struct sdb_segstore *ss, int i)
     s->key = 0;
     s->dirty = false;
     s->data_fd = s->idx_fd = -1;
-    return rc;
+}
+
+static void mark_dirty(struct sdb_segstore *ss, int i)
+{
+    if (!ss->slots[i].dirty) {
+        ss->slots[i].dirty = true;
+        ss->n_dirty++;
+    }
 }
 
 int sdb_segstore_new(const sdb_io *io, const char *db_dir, uint64_t store_id,
@@ -236,6 +249,7 @@ int sdb_segstore_new(const sdb_io *io, const char *db_dir, uint64_t store_id,
     ss->store_id = store_id;
     ss->segment_limit = segment_limit;
     ss->n_slots = cache_size < 4 ? 4 : cache_size;
+    ss->sync_fd = -1;
     ss->db_dir = strdup(db_dir);
     ss->slots = calloc(ss->n_slots, sizeof(*ss->slots));
     ss->buckets = malloc(ss->n_slots * 2 * sizeof(*ss->buckets));
@@ -252,6 +266,13 @@ int sdb_segstore_new(const sdb_io *io, const char *db_dir, uint64_t store_id,
         lru_push_head(ss, (int)i);
     }
     pthread_mutex_init(&ss->lock, NULL);
+    ss->sync_fd =
+        io->open(io->ctx, db_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    if (ss->sync_fd < 0) {
+        int rc = ss->sync_fd;
+        sdb_segstore_free(ss);
+        return rc;
+    }
     *out = ss;
     return 0;
 }
@@ -268,6 +289,8 @@ void sdb_segstore_free(struct sdb_segstore *ss)
             }
         }
         pthread_mutex_destroy(&ss->lock);
+        if (ss->sync_fd >= 0)
+            ss->io->close(ss->io->ctx, ss->sync_fd);
     }
     dirset_clear(&ss->dirty_dirs);
     free(ss->dirty_dirs.v);
@@ -313,7 +336,8 @@ static int slot_get(struct sdb_segstore *ss, const struct sdb_seginfo *si,
     while (i >= 0 && ss->slots[i].key != key)
         i = ss->slots[i].hnext;
     if (i < 0) {
-        for (i = ss->lru_tail; i >= 0 && ss->slots[i].refs; i = ss->slots[i].prev)
+        for (i = ss->lru_tail; i >= 0 && ss->slots[i].refs;
+             i = ss->slots[i].prev)
             ;
         if (i < 0)
             return -EMFILE;
@@ -389,7 +413,7 @@ static int start_segment(struct sdb_segstore *ss, struct sdb_seginfo *si)
         rc = ss->io->ftruncate(ss->io->ctx, ss->slots[i].idx_fd, 0);
     if (rc == 0)
         rc = sdb_io_pwrite_all(ss->io, ss->slots[i].idx_fd, h, sizeof(h), 0);
-    ss->slots[i].dirty = true;
+    mark_dirty(ss, i);
     ss->slots[i].refs--;
     if (rc < 0)
         return rc;
@@ -418,14 +442,14 @@ int sdb_segstore_append(struct sdb_segstore *ss, struct sdb_seginfo *si,
     rc = i = slot_get(ss, si, si->segno, false);
     if (rc < 0)
         goto unlock;
-    hash = sdb_hash64(rec, len, sdb_seg_seed(ss->store_id, si->chash,
-                                             si->segno));
+    hash =
+        sdb_hash64(rec, len, sdb_seg_seed(ss->store_id, si->chash, si->segno));
     sdb_put_u64(e, lsn);
     sdb_put_u64(e + 8, si->data_len);
     sdb_put_u32(e + 16, (uint32_t)len);
     sdb_put_u32(e + 20, (uint32_t)type);
     sdb_put_u64(e + 24, hash);
-    ss->slots[i].dirty = true;
+    mark_dirty(ss, i);
     rc = sdb_io_pwrite_all(ss->io, ss->slots[i].data_fd, rec, len,
                            (off_t)si->data_len);
     if (rc == 0)
@@ -461,9 +485,9 @@ int sdb_segstore_read(struct sdb_segstore *ss, const struct sdb_seginfo *si,
     pthread_mutex_lock(&ss->lock);
     ss->slots[i].refs--;
     pthread_mutex_unlock(&ss->lock);
-    if (rc == 0 &&
-        sdb_hash64(buf, loc->len, sdb_seg_seed(ss->store_id, si->chash,
-                                               loc->segno)) != loc->hash)
+    if (rc == 0 && sdb_hash64(buf, loc->len,
+                              sdb_seg_seed(ss->store_id, si->chash,
+                                           loc->segno)) != loc->hash)
         rc = SDB_ECORRUPT;
     if (rc == SDB_ECORRUPT) {
         sdb_seg_file_names(loc->segno, dname, iname);
@@ -475,13 +499,22 @@ int sdb_segstore_read(struct sdb_segstore *ss, const struct sdb_seginfo *si,
     return rc;
 }
 
-int sdb_segstore_sync(struct sdb_segstore *ss)
+/* After a successful sync of everything: nothing is dirty any more. */
+static void all_clean(struct sdb_segstore *ss)
+{
+    for (unsigned i = 0; i < ss->n_slots; i++)
+        ss->slots[i].dirty = false;
+    ss->n_dirty = 0;
+    ss->need_syncfs = false;
+    dirset_clear(&ss->dirty_dirs);
+}
+
+/* fdatasync each dirty file, fsync each directory with new names. */
+static int sync_each(struct sdb_segstore *ss)
 {
     char path[4096 + 64];
-    int rc;
+    int rc = 0;
 
-    pthread_mutex_lock(&ss->lock);
-    rc = ss->error;
     for (unsigned i = 0; rc == 0 && i < ss->n_slots; i++) {
         struct fd_slot *s = &ss->slots[i];
 
@@ -490,8 +523,6 @@ int sdb_segstore_sync(struct sdb_segstore *ss)
         rc = ss->io->fdatasync(ss->io->ctx, s->data_fd);
         if (rc == 0)
             rc = ss->io->fdatasync(ss->io->ctx, s->idx_fd);
-        if (rc == 0)
-            s->dirty = false;
     }
     for (size_t i = 0; rc == 0 && i < ss->dirty_dirs.n; i++) {
         const char *d = ss->dirty_dirs.v[i];
@@ -499,8 +530,22 @@ int sdb_segstore_sync(struct sdb_segstore *ss)
         snprintf(path, sizeof(path), "%s%s%s", ss->db_dir, *d ? "/" : "", d);
         rc = sdb_io_fsync_dir(ss->io, path);
     }
+    return rc;
+}
+
+int sdb_segstore_sync(struct sdb_segstore *ss)
+{
+    int rc;
+
+    pthread_mutex_lock(&ss->lock);
+    rc = ss->error;
+    if (rc == 0 &&
+        (ss->need_syncfs || ss->n_dirty + ss->dirty_dirs.n > SYNCFS_THRESHOLD))
+        rc = ss->io->syncfs(ss->io->ctx, ss->sync_fd);
+    else if (rc == 0)
+        rc = sync_each(ss);
     if (rc == 0)
-        dirset_clear(&ss->dirty_dirs);
+        all_clean(ss);
     else if (ss->error == 0)
         ss->error = rc;
     pthread_mutex_unlock(&ss->lock);
@@ -588,7 +633,9 @@ int sdb_segstore_reset_tail(struct sdb_segstore *ss,
         r2 = ss->io->unlink(ss->io->ctx, path);
         if (r1 == -ENOENT && r2 == -ENOENT)
             break;
-        rc = (r1 < 0 && r1 != -ENOENT) ? r1 : (r2 < 0 && r2 != -ENOENT) ? r2 : 0;
+        rc = (r1 < 0 && r1 != -ENOENT)   ? r1
+             : (r2 < 0 && r2 != -ENOENT) ? r2
+                                         : 0;
         if (rc == 0)
             rc = dirset_add(&ss->dirty_dirs, si->dir);
     }
@@ -621,8 +668,8 @@ static int scan_one(struct scan_state *st, uint32_t segno,
 
     if (ilen < SDB_IDX_HEADER_SIZE ||
         sdb_idx_header_check(idx, st->store_id, st->si->chash, segno) < 0) {
-        snprintf(st->bad, st->bad_cap, "%s/%s @0: bad idx header",
-                 st->si->dir, iname);
+        snprintf(st->bad, st->bad_cap, "%s/%s @0: bad idx header", st->si->dir,
+                 iname);
         return 0;
     }
     for (; pos + SDB_IDX_ENTRY_SIZE <= ilen; pos += SDB_IDX_ENTRY_SIZE) {

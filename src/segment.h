@@ -102,14 +102,13 @@ typedef int (*sdb_seg_record_fn)(void *arg, uint64_t lsn, int type,
  * the lengths of the valid prefix and *out_bad the file/offset of the
  * problem ("" if none).  Read-only.
  */
-int sdb_seg_scan(const sdb_io *io, const char *db_dir,
-                 struct sdb_seginfo *si, uint64_t store_id,
-                 sdb_seg_record_fn fn, void *arg, char *out_bad,
-                 size_t bad_cap);
+int sdb_seg_scan(const sdb_io *io, const char *db_dir, struct sdb_seginfo *si,
+                 uint64_t store_id, sdb_seg_record_fn fn, void *arg,
+                 char *out_bad, size_t bad_cap);
 
 /* Encode / decode idx headers and entries (exposed for fsck). */
-void sdb_idx_header_encode(unsigned char *h, uint64_t store_id,
-                           uint64_t chash, uint32_t segno);
+void sdb_idx_header_encode(unsigned char *h, uint64_t store_id, uint64_t chash,
+                           uint32_t segno);
 int sdb_idx_header_check(const unsigned char *h, uint64_t store_id,
                          uint64_t chash, uint32_t segno);
 

@@ -29,8 +29,8 @@
 #include "hash.h"
 #include "index.h"
 
-#define SNAP_NAME "index.snap"
-#define SNAP_ENTRY 64
+#define SNAP_NAME   "index.snap"
+#define SNAP_ENTRY  64
 #define SNAP_RENTRY 48
 
 static const unsigned char snap_magic[8] = {'S', 'T', 'M', 'D',
@@ -277,8 +277,7 @@ static int load_concepts(struct rbuf *r, struct sdb_index *ix, uint32_t n)
     return 0;
 }
 
-static int load_entry(struct rbuf *r, struct sdb_index *ix,
-                      struct sdb_entry *e)
+static int load_entry(struct rbuf *r, struct sdb_index *ix, struct sdb_entry *e)
 {
     uint32_t packed, conf;
 

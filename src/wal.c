@@ -198,8 +198,8 @@ static int list_segments(const char *dir, uint64_t **out, size_t *n,
     size_t cnt = 0, cap = 0;
 
     if (!d)
-        return sdb_error_set(err, -errno, "wal_dir", "cannot open %s: %s",
-                             dir, strerror(errno));
+        return sdb_error_set(err, -errno, "wal_dir", "cannot open %s: %s", dir,
+                             strerror(errno));
     while ((de = readdir(d)) != NULL) {
         if (!parse_segment_name(de->d_name, &seq))
             continue;
@@ -337,8 +337,7 @@ static int scan_records(struct scan_ctx *sc, const char *path,
             sc->err, SDB_ECORRUPT, "wal",
             "WAL checksum mismatch or invalid record in %s at offset %zu "
             "(expected LSN %" PRIu64 ")%s; run stemedb-fsck",
-            path, off, sc->expect,
-            bad ? ", with valid records after it" : "");
+            path, off, sc->expect, bad ? ", with valid records after it" : "");
     if (sc->read_only)
         return 0;
     return zero_tail(sc->wal, path, buf, len, off);
@@ -398,11 +397,11 @@ static int scan_segment(struct scan_ctx *sc, uint64_t seq, bool newest)
     else if (sc->expect == 0)
         sc->expect = first;
     if (first != sc->expect) {
-        rc = sdb_error_set(sc->err, SDB_ECORRUPT, "wal",
-                           "LSN gap: %s at offset 0 starts at LSN %" PRIu64
-                           " but LSN %" PRIu64
-                           " was expected; run stemedb-fsck",
-                           path, first, sc->expect);
+        rc =
+            sdb_error_set(sc->err, SDB_ECORRUPT, "wal",
+                          "LSN gap: %s at offset 0 starts at LSN %" PRIu64
+                          " but LSN %" PRIu64 " was expected; run stemedb-fsck",
+                          path, first, sc->expect);
         goto free_buf;
     }
     s.first_lsn = first;
@@ -493,8 +492,7 @@ void sdb_wal_close(struct sdb_wal *wal)
 }
 
 /* Create, preallocate and sync a new segment file; return its fd. */
-static int create_segment(struct sdb_wal *wal, uint64_t seq,
-                          uint64_t first_lsn)
+static int create_segment(struct sdb_wal *wal, uint64_t seq, uint64_t first_lsn)
 {
     const sdb_io *io = wal->cfg.io;
     unsigned char h[SDB_WAL_HEADER_SIZE];
@@ -680,8 +678,8 @@ static int archive_one(struct sdb_wal *wal, uint64_t seq, uint64_t used)
     rc = sdb_io_pread_all(io, in, buf, used, 0);
     if (rc < 0)
         goto out;
-    rc = out = io->open(io->ctx, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                        0644);
+    rc = out =
+        io->open(io->ctx, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (rc < 0)
         goto out;
     rc = sdb_io_pwrite_all(io, out, buf, used, 0);

@@ -42,20 +42,20 @@
 
 #include "io.h"
 
-#define SDB_WAL_HEADER_SIZE   64
-#define SDB_WAL_REC_HEADER    32
-#define SDB_WAL_MAX_PAYLOAD   (256u << 20)
-#define SDB_WAL_REC_MAGIC     0x52444D53u
-#define SDB_WAL_VERSION       1
+#define SDB_WAL_HEADER_SIZE 64
+#define SDB_WAL_REC_HEADER  32
+#define SDB_WAL_MAX_PAYLOAD (256u << 20)
+#define SDB_WAL_REC_MAGIC   0x52444D53u
+#define SDB_WAL_VERSION     1
 
 struct sdb_wal;
 
 struct sdb_wal_config {
     const sdb_io *io;
-    const char *dir;          /* wal/ */
-    const char *archive_dir;  /* NULL: none */
+    const char *dir;         /* wal/ */
+    const char *archive_dir; /* NULL: none */
     uint64_t store_id;
-    uint64_t segment_bytes;   /* preallocation size */
+    uint64_t segment_bytes; /* preallocation size */
     void (*log)(void *arg, int level, const char *msg);
     void *log_arg;
 };
@@ -76,8 +76,7 @@ typedef int (*sdb_wal_record_fn)(void *arg, uint64_t lsn, uint32_t count,
  */
 int sdb_wal_open(const struct sdb_wal_config *cfg, bool read_only,
                  uint64_t after_lsn, sdb_wal_record_fn fn, void *arg,
-                 struct sdb_wal **out, uint64_t *out_last_lsn,
-                 sdb_error *err);
+                 struct sdb_wal **out, uint64_t *out_last_lsn, sdb_error *err);
 void sdb_wal_close(struct sdb_wal *wal);
 
 /*

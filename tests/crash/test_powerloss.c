@@ -59,17 +59,17 @@ struct oracle {
 };
 
 /* One batch of k assertions with values v..v+k-1; records acked ids. */
-static int put_batch(sdb_db *db, int v, int k, struct oracle *or)
+static int put_batch(sdb_db *db, int v, int k, struct oracle * or)
 {
     json_t *list = json_array(), *req, *out = NULL;
     sdb_error err = {0};
     int rc;
 
     for (int i = 0; i < k; i++)
-        json_array_append_new(
-            list, json_pack("{s:s, s:s, s:i}", "concept_path",
-                            (v + i) % 3 ? "pl/a" : "pl/b/c", "predicate", "v",
-                            "value", v + i));
+        json_array_append_new(list,
+                              json_pack("{s:s, s:s, s:i}", "concept_path",
+                                        (v + i) % 3 ? "pl/a" : "pl/b/c",
+                                        "predicate", "v", "value", v + i));
     req = json_pack("{s:o}", "assertions", list);
     rc = sdb_assert_sync(db, req, &out, &err);
     if (rc == 0) {
@@ -87,7 +87,7 @@ static int put_batch(sdb_db *db, int v, int k, struct oracle *or)
 }
 
 /* The workload: stops at the first failure (the crash). */
-static void workload(sdb_db *db, uint64_t *rng, struct oracle *or)
+static void workload(sdb_db *db, uint64_t *rng, struct oracle * or)
 {
     int v = 0;
 
@@ -117,7 +117,7 @@ static void workload(sdb_db *db, uint64_t *rng, struct oracle *or)
     }
 }
 
-static void verify(const char *dir, const struct oracle *or, int max_value,
+static void verify(const char *dir, const struct oracle * or, int max_value,
                    uint64_t seed)
 {
     sdb_db *db = NULL;
@@ -146,7 +146,8 @@ static void verify(const char *dir, const struct oracle *or, int max_value,
             fail_msg("seed %" PRIu64 ": invented record", seed);
     }
     assert_true(json_array_size(json_object_get(res, "assertions")) >=
-                (size_t)or->n_acked);
+                    (size_t) or
+                    ->n_acked);
     json_decref(res);
     json_decref(q);
     sdb_db_close(db);
@@ -156,7 +157,7 @@ static void one_case(uint64_t seed, uint64_t crash_at)
 {
     sdb_iosim *sim = sdb_iosim_new(seed);
     char *dir = tu_mkdtemp("pl");
-    struct oracle *or = calloc(1, sizeof(*or));
+    struct oracle * or = calloc(1, sizeof(* or));
     uint64_t rng = seed;
     sdb_db *db = NULL;
     sdb_error err;
@@ -174,8 +175,7 @@ static void one_case(uint64_t seed, uint64_t crash_at)
     free(or);
 }
 
-static void test_powerloss_random_crash_points_lose_no_acked_write(
-    void **state)
+static void test_powerloss_random_crash_points_lose_no_acked_write(void **state)
 {
     const char *env = getenv("SDB_POWERLOSS_CASES");
     int cases = env ? atoi(env) : 1000;
@@ -187,7 +187,7 @@ static void test_powerloss_random_crash_points_lose_no_acked_write(
     {
         sdb_iosim *sim = sdb_iosim_new(seed);
         char *dir = tu_mkdtemp("plcount");
-        struct oracle *or = calloc(1, sizeof(*or));
+        struct oracle * or = calloc(1, sizeof(* or));
         uint64_t r2 = seed;
         sdb_db *db = NULL;
         sdb_error err;
@@ -213,7 +213,7 @@ static void fault_case(enum sdb_io_op op, int eno, uint64_t nth, bool forever)
 {
     sdb_iosim *sim = sdb_iosim_new(nth);
     char *dir = tu_mkdtemp("fault");
-    struct oracle *or = calloc(1, sizeof(*or));
+    struct oracle * or = calloc(1, sizeof(* or));
     sdb_db *db = NULL;
     sdb_error err;
     sdb_stats st;
@@ -231,12 +231,12 @@ static void fault_case(enum sdb_io_op op, int eno, uint64_t nth, bool forever)
     assert_int_equal(put_batch(db, 500, 1, or), SDB_EREADONLY);
     {
         /* reads still answer, with durable data only */
-        json_t *q = json_pack("{s:s, s:i}", "concept_path", "*", "limit",
-                              1000),
+        json_t *q = json_pack("{s:s, s:i}", "concept_path", "*", "limit", 1000),
                *res = NULL;
         assert_int_equal(sdb_query(db, q, &res, &err), 0);
         assert_true(json_array_size(json_object_get(res, "assertions")) <=
-                    (size_t)or->n_acked);
+                        (size_t) or
+                        ->n_acked);
         json_decref(res);
         json_decref(q);
     }
@@ -249,8 +249,7 @@ static void fault_case(enum sdb_io_op op, int eno, uint64_t nth, bool forever)
     free(or);
 }
 
-static void test_powerloss_fdatasync_eio_makes_the_store_read_only(
-    void **state)
+static void test_powerloss_fdatasync_eio_makes_the_store_read_only(void **state)
 {
     (void)state;
     for (uint64_t n = 1; n <= 6; n++) {
@@ -259,8 +258,7 @@ static void test_powerloss_fdatasync_eio_makes_the_store_read_only(
     }
 }
 
-static void test_powerloss_write_enospc_makes_the_store_read_only(
-    void **state)
+static void test_powerloss_write_enospc_makes_the_store_read_only(void **state)
 {
     (void)state;
     for (uint64_t n = 1; n <= 6; n++) {
@@ -273,7 +271,8 @@ static void test_powerloss_write_enospc_makes_the_store_read_only(
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_powerloss_fdatasync_eio_makes_the_store_read_only),
+        cmocka_unit_test(
+            test_powerloss_fdatasync_eio_makes_the_store_read_only),
         cmocka_unit_test(test_powerloss_write_enospc_makes_the_store_read_only),
         cmocka_unit_test(
             test_powerloss_random_crash_points_lose_no_acked_write),

@@ -105,8 +105,8 @@ static size_t record_offsets(const unsigned char *buf, size_t len,
     uint64_t lsn;
     uint32_t cnt;
 
-    while (n < max && sdb_wal_check_record(buf, len, off, seed, &rl, &lsn,
-                                           &cnt)) {
+    while (n < max &&
+           sdb_wal_check_record(buf, len, off, seed, &rl, &lsn, &cnt)) {
         offs[n++] = off;
         off += rl;
     }
@@ -179,8 +179,8 @@ static char *graft(struct crash_fx *f, const char *name)
     return dir;
 }
 
-static void test_recovery_wal_cut_at_every_offset_keeps_complete_records(
-    void **state)
+static void
+test_recovery_wal_cut_at_every_offset_keeps_complete_records(void **state)
 {
     struct crash_fx *f = *state;
     char *dir = graft(f, "cut"), *wf = wal_file(dir), *img;
@@ -260,8 +260,7 @@ static void test_recovery_refuses_an_lsn_gap(void **state)
      * drop the WAL segment's first LSN forward by rewriting its header */
     img = tu_read_file(wf, &len);
     sdb_put_u64((unsigned char *)img + 32, 9999);
-    sdb_put_u64((unsigned char *)img + 56,
-                sdb_hash64(img, 56, 0));
+    sdb_put_u64((unsigned char *)img + 56, sdb_hash64(img, 56, 0));
     assert_int_equal(tu_write_file(wf, img, len), 0);
     mp = tu_printf("%s/metadata.json", dir);
     meta = tu_read_file(mp, &mlen);
