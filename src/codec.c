@@ -631,8 +631,8 @@ static int get_checked(const msgpack_object *v, const char *field,
                                     sdb_error *),
                        char **dst, sdb_error *err)
 {
-    const char *s;
-    size_t len;
+    const char *s = NULL;
+    size_t len = 0;
     int rc = get_str(v, field, &s, &len, err);
 
     if (rc == 0)

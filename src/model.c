@@ -633,8 +633,8 @@ static int set_copy(char **dst, const char *s, size_t len, const char *field,
 static int parse_path_value(json_t *v, const char *field, char **dst,
                             sdb_error *err)
 {
-    const char *s;
-    size_t len;
+    const char *s = NULL;
+    size_t len = 0;
     int rc = want_string(v, field, &s, &len, err);
 
     if (rc == 0)
@@ -647,8 +647,8 @@ static int parse_path_value(json_t *v, const char *field, char **dst,
 static int parse_predicate_value(json_t *v, const char *field, char **dst,
                                  sdb_error *err)
 {
-    const char *s;
-    size_t len;
+    const char *s = NULL;
+    size_t len = 0;
     int rc = want_string(v, field, &s, &len, err);
 
     if (rc == 0)
@@ -665,8 +665,8 @@ static int parse_predicate_value(json_t *v, const char *field, char **dst,
 static int parse_scoped_path(json_t *v, const char *field, bool allow_all,
                              int *scope, char **path, sdb_error *err)
 {
-    const char *s;
-    size_t len;
+    const char *s = NULL;
+    size_t len = 0;
     int rc = want_string(v, field, &s, &len, err);
 
     if (rc != 0)
@@ -988,8 +988,8 @@ static int r_predicate(json_t *v, const char *field, void *ctx, sdb_error *err)
 static int r_reason(json_t *v, const char *field, void *ctx, sdb_error *err)
 {
     struct sdb_retraction *r = ctx;
-    const char *s;
-    size_t len;
+    const char *s = NULL;
+    size_t len = 0;
     int rc = want_string(v, field, &s, &len, err);
 
     if (rc == 0)
@@ -1111,8 +1111,8 @@ static int q_limit(json_t *v, const char *field, void *ctx, sdb_error *err)
 static int q_cursor(json_t *v, const char *field, void *ctx, sdb_error *err)
 {
     struct sdb_query_req *q = ctx;
-    const char *s;
-    size_t len;
+    const char *s = NULL;
+    size_t len = 0;
     int rc = want_string(v, field, &s, &len, err);
 
     if (rc == 0 && len > MAX_CURSOR)

@@ -203,7 +203,7 @@ static int ranked_page(struct qctx *qc, uint64_t after[3], bool has_cursor,
     }
     for (i = start; rc == 0 && i < qc->hits.n && i - start < (uint32_t)q->limit;
          i++) {
-        json_t *item;
+        json_t *item = NULL;
         rc = entry_json(qc, qc->hits.v[i], &item);
         if (rc == 0)
             json_array_append_new(list, item);
@@ -309,7 +309,7 @@ static int consensus_page(struct qctx *qc, uint64_t skip, json_t *list,
                qc->ix->entries[qc->hits.v[e]].predicate == x->predicate)
             e++;
         if (group >= skip) {
-            json_t *item;
+            json_t *item = NULL;
             if (emitted == (uint64_t)qc->q->limit) {
                 uint64_t k[3] = {group, 0, 0};
                 *next = cursor_make(SDB_LENS_CONSENSUS, qc->bound, k);
