@@ -213,28 +213,47 @@ static void open_failure(const struct api_config *cfg, int rc,
                          const sdb_error *err)
 {
     const char *m = err->message[0] ? err->message : sdb_strerror(rc);
+    char hint[512] = "";
 
-    if (rc == SDB_ECORRUPT)
-        fail_line("%s; the data directory failed verification: run "
-                  "`stemedb-fsck -n %s` to see the damage, then "
-                  "`stemedb-fsck --repair %s` or restore from a backup",
-                  m, cfg->data_dir, cfg->data_dir);
-    else if (rc == -EACCES || rc == -EPERM)
-        fail_line("permission denied: %s; fix the owner or mode of the data "
-                  "directory (running as uid %ld)",
-                  m, (long)getuid());
-    else if (rc == -ENOSPC || rc == -EDQUOT)
-        fail_line("disk full: %s; free space on the file system holding %s "
-                  "(df -h %s) and start again",
-                  m, cfg->data_dir, cfg->data_dir);
-    else if (rc == SDB_ELOCKED)
-        fail_line("%s; another stemedb process uses %s, stop it first", m,
-                  cfg->data_dir);
+    /* the engine's message may already say what to do: never repeat it */
+    if (rc == SDB_ECORRUPT && !strstr(m, "stemedb-fsck"))
+        snprintf(hint, sizeof(hint),
+                 "; the data directory failed verification: run "
+                 "`stemedb-fsck -n %s` to see the damage, then "
+                 "`stemedb-fsck --repair %s` or restore from a backup",
+                 cfg->data_dir, cfg->data_dir);
+    else if (rc == SDB_ECORRUPT)
+        snprintf(hint, sizeof(hint),
+                 " (`stemedb-fsck -n %s` shows the damage; restore from a "
+                 "backup if --repair cannot fix it)",
+                 cfg->data_dir);
+    else if ((rc == -EACCES || rc == -EPERM) && !strstr(m, "chown"))
+        snprintf(hint, sizeof(hint),
+                 "; fix the owner or mode of the data directory (running as "
+                 "uid %ld)",
+                 (long)getuid());
+    else if ((rc == -ENOSPC || rc == -EDQUOT) && !strstr(m, "df -h"))
+        snprintf(hint, sizeof(hint),
+                 "; free space on the file system holding %s (df -h %s) and "
+                 "start again",
+                 cfg->data_dir, cfg->data_dir);
+    else if (rc == SDB_ELOCKED && !strstr(m, "stop it"))
+        snprintf(hint, sizeof(hint),
+                 "; another stemedb process uses %s, stop it first",
+                 cfg->data_dir);
     else if (rc == SDB_EVERSION)
-        fail_line("%s; this stemedb-api %s cannot read the data in %s", m,
-                  SDB_VERSION, cfg->data_dir);
+        snprintf(hint, sizeof(hint),
+                 "; this stemedb-api %s cannot read the data in %s",
+                 SDB_VERSION, cfg->data_dir);
+    if (rc == -EACCES || rc == -EPERM)
+        fail_line("permission denied: %s%s", m, hint);
+    else if (rc == -ENOSPC || rc == -EDQUOT)
+        fail_line("disk full: %s%s", m, hint);
+    else if (rc == SDB_ECORRUPT || rc == SDB_ELOCKED || rc == SDB_EVERSION)
+        fail_line("%s%s", m, hint);
     else
-        fail_line("cannot open data directory %s: %s", cfg->data_dir, m);
+        fail_line("cannot open data directory %s: %s%s", cfg->data_dir, m,
+                  hint);
 }
 
 static int open_store(struct api_server *srv)

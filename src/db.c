@@ -555,8 +555,13 @@ int sdb_db_checkpoint_now(struct sdb_db *db)
         rc =
             sdb_index_save(db->ix, db->io, db->idx_dir, db->meta.store_id, lsn);
     if (rc == 0) {
+        struct sdb_meta m;
+
+        pthread_mutex_lock(&db->stats_lock); /* sdb_db_stats reads meta */
         fill_meta_counts(db, lsn);
-        rc = sdb_meta_write(db->io, db->data_dir, &db->meta);
+        m = db->meta;
+        pthread_mutex_unlock(&db->stats_lock);
+        rc = sdb_meta_write(db->io, db->data_dir, &m);
     }
     if (rc < 0) {
         go_read_only(db, rc, "checkpoint");
@@ -814,12 +819,12 @@ void sdb_db_stats(sdb_db *db, sdb_stats *out)
 
     pthread_mutex_lock(&db->stats_lock);
     *out = db->st;
+    out->checkpoint_lsn = db->meta.checkpoint_lsn;
+    out->restarts = db->meta.restarts;
     pthread_mutex_unlock(&db->stats_lock);
     out->read_only = atomic_load(&db->read_only);
     out->read_only_errno = atomic_load(&db->read_only_errno);
     out->last_lsn = atomic_load(&db->visible_lsn);
-    out->checkpoint_lsn = db->meta.checkpoint_lsn;
-    out->restarts = db->meta.restarts;
     pthread_rwlock_rdlock(&db->ix_lock);
     for (int64_t i = (int64_t)db->ix->n_entries - 1; i >= 0; i--) {
         if (db->ix->entries[i].lsn <= out->last_lsn) {

@@ -17,6 +17,9 @@ uint64_t sdb_hash64_2(const void *a, size_t na, const void *b, size_t nb,
 {
     XXH3_state_t st;
 
+    /* a state on the stack must be initialised before a seeded reset, or
+     * a stale seed field can make the reset skip deriving its secret */
+    XXH3_INITSTATE(&st);
     XXH3_64bits_reset_withSeed(&st, seed);
     XXH3_64bits_update(&st, a, na);
     XXH3_64bits_update(&st, b, nb);

@@ -1,10 +1,12 @@
+# shellcheck shell=bash disable=SC2034
 # api_test_lib.sh - shared helpers for tests/integration/test_api_*.sh.
 #
 # Sourced, not run.  Needs SDB_BIN (directory holding stemedb-api) and
 # SDB_TEST_TMPDIR from ctest.  Every server is started on 127.0.0.1 with
 # port 0 and the real port is read from its "Startup complete" log line, so
 # tests never race for ports.  Only PIDs started here are ever signalled,
-# and the EXIT trap stops them and removes the temporary directory.
+# and the EXIT trap stops them and removes the temporary directory (kept
+# after a failure when SDB_API_KEEP_FAILED=1).
 
 set -u
 
@@ -21,7 +23,6 @@ BASE=""
 DASH=""
 LOG=""
 EXTRA_PIDS=""
-FAILED=0
 
 cleanup() {
     local rc=$?
@@ -39,7 +40,11 @@ cleanup() {
         echo "---- last server log ($LOG) ----"
         tail -n 40 "$LOG"
     fi
-    rm -rf "$T"
+    if [ "$rc" -ne 0 ] && [ "${SDB_API_KEEP_FAILED:-0}" = 1 ]; then
+        echo "kept the failed test's files in $T"
+    else
+        rm -rf "$T"
+    fi
     exit "$rc"
 }
 trap cleanup EXIT

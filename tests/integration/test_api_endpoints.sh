@@ -27,7 +27,6 @@ expect 201 "POST /v1/assert"
 assert_json '(.id|type=="string") and (.timestamp|test("^[0-9]{4}-[0-9]{2}-[0-9]{2}T.*Z$")) and (.lsn|type=="number")' \
     "assert returns id, timestamp, lsn"
 ID1=$(jq -r .id "$T/body")
-LSN1=$(jq -r .lsn "$T/body")
 
 post_json /v1/assert '{"assertions":[{"concept_path":"medicine/aspirin/dosage","predicate":"max_daily_mg","value":3000,"confidence":0.5},{"concept_path":"medicine/ibuprofen","predicate":"class","value":"nsaid","derived_from":["'"$ID1"'"]}]}'
 expect 201 "POST /v1/assert batch"

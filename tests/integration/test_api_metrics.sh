@@ -28,7 +28,7 @@ for s in stemedb_build_info stemedb_uptime_seconds stemedb_read_only \
     process_cpu_seconds_total process_open_fds process_max_fds \
     process_virtual_memory_bytes process_resident_memory_bytes \
     process_start_time_seconds; do
-    grep -q "^$s[ {]" "$T/scrape1.txt" || fail "series $s missing"
+    grep -q "^${s}[ {]" "$T/scrape1.txt" || fail "series $s missing"
 done
 ok "all documented series present"
 grep -q '^stemedb_assertions_total 3$' "$T/scrape1.txt" || fail "assertions_total != 3"
