@@ -42,6 +42,7 @@ struct wreq {
     sdb_error err;
     json_t *result;
     uint64_t first_lsn;
+    uint32_t *rec_len; /* bytes of each packed record, in payload order */
     struct wreq *next;
 };
 
@@ -161,17 +162,22 @@ static int stage_assert(struct sdb_db *db, struct wreq *w, msgpack_sbuffer *sb)
     json_t *list = json_array();
     int rc = 0;
 
-    if (!list)
+    w->rec_len = calloc(w->n, sizeof(*w->rec_len));
+    if (!list || !w->rec_len) {
+        json_decref(list);
         return SDB_ENOMEM;
+    }
     w->first_lsn = db->next_lsn;
     for (size_t i = 0; rc == 0 && i < w->n; i++) {
         struct sdb_assertion *a = &w->as[i];
+        size_t before = sb->size;
         uint32_t cid;
 
         stamp(db, &a->id, &a->ts_us);
         rc = sdb_index_concept(db->ix, a->concept_path, true, &cid);
         if (rc == 0)
             rc = sdb_codec_pack_assertion(sb, a);
+        w->rec_len[i] = (uint32_t)(sb->size - before);
         if (rc == 0)
             rc = sdb_index_add(db->ix, a, cid, NULL, NULL);
         if (rc == 0)
@@ -221,9 +227,14 @@ static int stage_retract(struct sdb_db *db, struct wreq *w, msgpack_sbuffer *sb)
     }
     if (rc < 0)
         return rc;
+    w->rec_len = calloc(1, sizeof(*w->rec_len));
+    if (!w->rec_len)
+        return SDB_ENOMEM;
     w->first_lsn = db->next_lsn;
     stamp(db, &r->id, &r->ts_us);
+    size_t before = sb->size;
     rc = sdb_codec_pack_retraction(sb, r);
+    w->rec_len[0] = (uint32_t)(sb->size - before);
     if (rc == 0)
         rc = sdb_index_add_retraction(db->ix, r, NULL);
     if (rc == 0) {
@@ -283,23 +294,25 @@ static int apply_retraction(struct sdb_db *db, const struct sdb_retraction *r,
 static int apply_batch(struct sdb_db *db, struct wreq *list,
                        const char *payload, size_t len)
 {
-    size_t off = 0, used;
-    struct sdb_record rec;
+    size_t off = 0;
     int rc = 0;
 
     pthread_rwlock_wrlock(&db->ix_lock);
     for (struct wreq *w = list; rc == 0 && w; w = w->next) {
+        size_t n = w->kind == WREQ_ASSERT ? w->n : 1;
+
         if (w->rc < 0 || (w->kind != WREQ_ASSERT && w->kind != WREQ_RETRACT))
             continue;
-        for (size_t i = 0; rc == 0 && i < (w->kind == WREQ_ASSERT ? w->n : 1);
-             i++) {
-            rc = sdb_codec_unpack(payload + off, len - off, &used, &rec, NULL);
-            if (rc < 0)
+        for (size_t i = 0; rc == 0 && i < n; i++) {
+            size_t used = w->rec_len[i];
+
+            if (used == 0 || used > len - off) {
+                rc = SDB_EINVAL;
                 break;
+            }
             rc = w->kind == WREQ_ASSERT
                      ? apply_assertion(db, &w->as[i], payload + off, used)
                      : apply_retraction(db, &w->r, payload + off, used);
-            sdb_record_release(&rec);
             off += used;
         }
     }
@@ -377,6 +390,7 @@ static void finish(struct sdb_db *db, struct wreq *list)
         for (size_t i = 0; i < list->n; i++)
             sdb_assertion_release(&list->as[i]);
         free(list->as);
+        free(list->rec_len);
         sdb_retraction_release(&list->r);
         free(list);
         list = next;
@@ -385,8 +399,23 @@ static void finish(struct sdb_db *db, struct wreq *list)
 }
 
 /* One group commit: stage, one WAL write + fdatasync, apply, publish. */
+static void requeue_front(struct sdb_db *db, struct wreq *rest)
+{
+    struct wreq *tail = rest;
+
+    while (tail->next)
+        tail = tail->next;
+    pthread_mutex_lock(&db->q_lock);
+    tail->next = db->q_head;
+    if (!db->q_head)
+        db->q_tail = tail;
+    db->q_head = rest;
+    pthread_mutex_unlock(&db->q_lock);
+}
+
 static void commit_group(struct sdb_db *db, struct wreq *list)
 {
+    struct wreq *rest;
     msgpack_sbuffer sb;
     uint64_t first = db->next_lsn, ns = 0;
     int rc = 0;
@@ -399,7 +428,9 @@ static void commit_group(struct sdb_db *db, struct wreq *list)
                          "I/O failure");
         goto done;
     }
-    stage_batch(db, list, &sb);
+    rest = stage_batch(db, list, &sb);
+    if (rest)
+        requeue_front(db, rest);
     if (db->next_lsn > first && !atomic_load(&db->read_only))
         rc = sdb_wal_append(db->wal, first, (uint32_t)(db->next_lsn - first),
                             sb.data, sb.size, &ns);
