@@ -43,12 +43,13 @@ extern "C" {
 #define SDB_ERR_MAP(X)                                                         \
     X(INVAL, -1001, EINVAL, 400, "invalid input")                              \
     X(NOTFOUND, -1002, ENOENT, 404, "not found")                               \
-    X(CORRUPT, -1003, EIO, 500, "stored data failed verification")            \
+    X(CORRUPT, -1003, EIO, 500, "stored data failed verification")             \
     X(READONLY, -1004, EROFS, 503, "store is read-only after an I/O failure")  \
-    X(LOCKED, -1005, EBUSY, 409, "data directory is locked by another process") \
+    X(LOCKED, -1005, EBUSY, 409,                                               \
+      "data directory is locked by another process")                           \
     X(NOMEM, -1006, ENOMEM, 500, "out of memory")                              \
     X(TOOBIG, -1007, EFBIG, 413, "input exceeds a size limit")                 \
-    X(VERSION, -1008, EPROTO, 500, "unsupported on-disk format version")      \
+    X(VERSION, -1008, EPROTO, 500, "unsupported on-disk format version")       \
     X(CLOSED, -1009, ESHUTDOWN, 503, "store is closing")                       \
     X(IO, -1010, EIO, 500, "I/O error")
 
@@ -75,16 +76,16 @@ typedef struct sdb_error {
 } sdb_error;
 
 /* ---- limits (docs/format.md lists them all) ---- */
-#define SDB_MAX_PATH_LEN       1024 /* bytes in a concept_path or source */
-#define SDB_MAX_PATH_DEPTH     32   /* components in a concept_path */
-#define SDB_MAX_COMPONENT_LEN  200  /* bytes in one component */
-#define SDB_MAX_PREDICATE_LEN  256
-#define SDB_MAX_VALUE_BYTES    65536 /* msgpack-encoded value */
-#define SDB_MAX_VALUE_DEPTH    32
-#define SDB_MAX_DERIVED        64
-#define SDB_MAX_BATCH          1000
-#define SDB_MAX_REASON_LEN     1024
-#define SDB_MAX_QUERY_LIMIT    10000
+#define SDB_MAX_PATH_LEN        1024 /* bytes in a concept_path or source */
+#define SDB_MAX_PATH_DEPTH      32   /* components in a concept_path */
+#define SDB_MAX_COMPONENT_LEN   200  /* bytes in one component */
+#define SDB_MAX_PREDICATE_LEN   256
+#define SDB_MAX_VALUE_BYTES     65536 /* msgpack-encoded value */
+#define SDB_MAX_VALUE_DEPTH     32
+#define SDB_MAX_DERIVED         64
+#define SDB_MAX_BATCH           1000
+#define SDB_MAX_REASON_LEN      1024
+#define SDB_MAX_QUERY_LIMIT     10000
 #define SDB_DEFAULT_QUERY_LIMIT 100
 
 /* ---- I/O seam (src/io.h describes the table) ---- */
@@ -108,12 +109,12 @@ typedef enum sdb_open_flags {
 } sdb_open_flags;
 
 typedef struct sdb_options {
-    const char *data_dir;        /* required */
-    const char *wal_dir;         /* NULL: data_dir/wal */
-    const char *db_dir;          /* NULL: data_dir/db */
-    const char *wal_archive_dir; /* NULL: no archive */
-    unsigned flags;              /* sdb_open_flags */
-    uint64_t wal_segment_bytes;  /* 0: 64 MiB */
+    const char *data_dir;            /* required */
+    const char *wal_dir;             /* NULL: data_dir/wal */
+    const char *db_dir;              /* NULL: data_dir/db */
+    const char *wal_archive_dir;     /* NULL: no archive */
+    unsigned flags;                  /* sdb_open_flags */
+    uint64_t wal_segment_bytes;      /* 0: 64 MiB */
     unsigned wal_segment_timeout_ms; /* 0: 60 s; switch a non-empty segment */
     unsigned checkpoint_interval_ms; /* 0: 30 s */
     uint64_t checkpoint_wal_bytes;   /* 0: 256 MiB of WAL since checkpoint */
@@ -121,7 +122,7 @@ typedef struct sdb_options {
     const sdb_io *io;                /* NULL: sdb_io_posix() */
     sdb_log_fn log;                  /* NULL: stderr */
     void *log_arg;
-    sdb_log_level log_level;         /* messages above it are dropped */
+    sdb_log_level log_level; /* messages above it are dropped */
 } sdb_options;
 
 typedef struct sdb_db sdb_db;
@@ -176,7 +177,8 @@ SDB_API int sdb_retract_sync(sdb_db *db, json_t *req, json_t **out,
 
 /* ---- reading (only durable data is ever visible) ---- */
 
-/* Run a query request; *out is a new reference {assertions,count,next_cursor}. */
+/* Run a query request; *out is a new reference {assertions,count,next_cursor}.
+ */
 SDB_API int sdb_query(sdb_db *db, json_t *req, json_t **out, sdb_error *err);
 
 /* One assertion by id, with "retracted" (and "retracted_by"/"retracted_at"). */
@@ -195,18 +197,18 @@ typedef struct sdb_stats {
     uint64_t retracted_count; /* durable assertions currently retracted */
     uint64_t retraction_count;
     uint64_t concept_count;
-    uint64_t last_lsn;       /* highest durable LSN */
+    uint64_t last_lsn; /* highest durable LSN */
     uint64_t checkpoint_lsn;
-    uint64_t wal_segments;   /* WAL segment files currently in wal/ */
+    uint64_t wal_segments; /* WAL segment files currently in wal/ */
     uint64_t wal_bytes_written;
     uint64_t wal_segments_archived;
-    uint64_t restarts;       /* opens of this data directory */
+    uint64_t restarts; /* opens of this data directory */
     uint64_t replayed_on_open;
     uint64_t fsync_count;
     double fsync_seconds_sum;
     /* fdatasync latency histogram, cumulative counts per upper bound */
     uint64_t fsync_buckets[12];
-    uint64_t group_commits;   /* WAL batches written */
+    uint64_t group_commits;        /* WAL batches written */
     uint64_t group_commit_records; /* records in them */
     uint64_t group_commit_max;
     uint64_t checkpoints;
@@ -248,9 +250,306 @@ SDB_API int sdb_dir_to_concept(const char *dir, char *out, size_t cap);
 
 /* ---- verification (stemedb-fsck): src/verify.c ---- */
 
+/*
+ * Problem severities.  ERROR: stored data failed verification.  WARN: a
+ * state a crash leaves behind or a stray file; the server copes, fsck can
+ * clean it up.  INFO: worth knowing, never a failure.  ERROR and WARN
+ * problems left unrepaired make stemedb-fsck exit 4.
+ */
+typedef enum sdb_fsck_severity {
+    SDB_FSCK_INFO = 0,
+    SDB_FSCK_WARN = 1,
+    SDB_FSCK_ERROR = 2
+} sdb_fsck_severity;
+
+/*
+ * The catalogue of problem ids (docs/fsck.md keeps the same list, with the
+ * meaning and the repair of each): X(ENUM, stable name, severity).
+ */
+#define SDB_FSCK_MSG(X)                                                        \
+    X(BAD_METADATA, badMetadata, ERROR)                                        \
+    X(BAD_CHECKSUM, badChecksum, ERROR)                                        \
+    X(BAD_MAGIC, badMagic, ERROR)                                              \
+    X(BAD_VERSION, badVersion, ERROR)                                          \
+    X(BAD_HEADER, badHeader, ERROR)                                            \
+    X(BAD_RECORD, badRecord, ERROR)                                            \
+    X(BAD_NAME, badName, ERROR)                                                \
+    X(TRAILING_GARBAGE, trailingGarbage, ERROR)                                \
+    X(LSN_GAP, lsnGap, ERROR)                                                  \
+    X(DUPLICATE_RECORD, duplicateRecord, ERROR)                                \
+    X(STALE_SEGMENT, staleSegment, ERROR)                                      \
+    X(MISPLACED_FILE, misplacedFile, ERROR)                                    \
+    X(MISSING_FILE, missingFile, ERROR)                                        \
+    X(INDEX_MISMATCH, indexMismatch, ERROR)                                    \
+    X(WRONG_CONCEPT, wrongConcept, ERROR)                                      \
+    X(MISSING_RECORD, missingRecord, ERROR)                                    \
+    X(RECORD_MISMATCH, recordMismatch, ERROR)                                  \
+    X(METADATA_MISMATCH, metadataMismatch, ERROR)                              \
+    X(COUNT_MISMATCH, countMismatch, ERROR)                                    \
+    X(SNAPSHOT_MISMATCH, snapshotMismatch, ERROR)                              \
+    X(TORN_TAIL, tornTail, WARN)                                               \
+    X(WAL_TRUNCATED, walTruncated, WARN)                                       \
+    X(STALE_SNAPSHOT, staleSnapshot, WARN)                                     \
+    X(ORPHAN_FILE, orphanFile, WARN)                                           \
+    X(RECORD_LOST, recordLost, WARN)                                           \
+    X(NO_SNAPSHOT, noSnapshot, INFO)                                           \
+    X(UNKNOWN_FILE, unknownFile, INFO)                                         \
+    X(LIVE_STORE, liveStore, INFO)
+
+typedef enum sdb_fsck_msg_id {
+#define SDB_FSCK_ENUM(id, name, sev) SDB_FSCK_##id,
+    SDB_FSCK_MSG(SDB_FSCK_ENUM)
+#undef SDB_FSCK_ENUM
+        SDB_FSCK_MSG_COUNT
+} sdb_fsck_msg_id;
+
+/* Stable name ("badChecksum") and default severity of an id; NULL/-1 if
+ * id is out of range. */
+SDB_API const char *sdb_fsck_msg_name(int id);
+SDB_API int sdb_fsck_msg_severity(int id);
+
+/* One problem.  Every pointer is borrowed: valid only during the callback. */
+typedef struct sdb_fsck_problem {
+    int id;           /* sdb_fsck_msg_id */
+    const char *name; /* its stable name */
+    sdb_fsck_severity severity;
+    const char *file;    /* relative to DIR ("wal/segment-…"); "" */
+    int64_t offset;      /* byte offset in file; -1 if none */
+    const char *message; /* one line, no trailing newline */
+    bool repaired;       /* fixed by this run's repair */
+} sdb_fsck_problem;
+
+/* What a run found and did; filled as it goes. */
+typedef struct sdb_fsck_report {
+    uint64_t errors, warnings, infos; /* problems found, by severity */
+    uint64_t repaired;                /* of those, fixed by this run */
+    uint64_t unrepaired;              /* ERROR/WARN problems left */
+    uint64_t files;                   /* files checked */
+    uint64_t bytes;                   /* bytes checked */
+    uint64_t bytes_total;             /* bytes to check (for progress) */
+    uint64_t wal_records;             /* msgpack records in the WAL */
+    uint64_t records;                 /* records in concept segments */
+    uint64_t records_lost;            /* dropped by a repair (reported) */
+    uint64_t checkpoint_lsn, last_lsn;
+    long lock_pid;  /* PID in DIR/LOCK when held by another process */
+    bool cancelled; /* the callback asked to stop */
+} sdb_fsck_report;
+
+/*
+ * Called once per problem (p != NULL) after any repair, in the order found,
+ * and with p == NULL as a progress tick after each file checked.  rep is
+ * the report so far.  Return nonzero to cancel the run.
+ */
+typedef int (*sdb_fsck_fn)(void *arg, const sdb_fsck_problem *p,
+                           const sdb_fsck_report *rep);
+
+typedef enum sdb_fsck_flags {
+    SDB_FSCK_REPAIR_SAFE = 1 << 0, /* -p: torn tails, derived index */
+    SDB_FSCK_REPAIR_ALL = 1 << 1,  /* -y: also lost+found, rewrites */
+} sdb_fsck_flags;
+
+/*
+ * Check a data directory or a backup (metadata.json, wal/, db/) and report
+ * every problem through fn.  Without repair flags nothing is written.  With
+ * them DIR/LOCK is taken first (SDB_ELOCKED, rep->lock_pid set, if a live
+ * process holds it); repairs never delete: replaced or unrecoverable bytes
+ * move to DIR/lost+found/ with a note.  After repairing, the directory is
+ * checked again and problems still present count as unrepaired.
+ * Returns 0 when the check ran to the end (problems or not: see *rep),
+ * -ECANCELED if fn cancelled it, another negative code for an operational
+ * error (DIR unreadable, out of memory, an I/O error while repairing).
+ * fn may be NULL; rep must not be.
+ */
+SDB_API int sdb_fsck(const char *dir, unsigned flags, sdb_fsck_fn fn, void *arg,
+                     sdb_fsck_report *rep);
+
 /* ---- read-only views of a data directory (stemedb-fuse): src/view.c ---- */
 
+#include <time.h> /* struct timespec in sdb_view_stat */
+
+/*
+ * A view reads a data directory (live server, stopped, or a backup) without
+ * locking or writing it.  A cut is one consistent moment of it: every file
+ * is shown cut at its last committed, checksummed record, so copying every
+ * file of one cut (in any order, at any later time) gives a directory that
+ * opens with at least the assertions committed when the cut was taken
+ * (src/view.c explains why; docs/fuse.md for operators).
+ * Threads: all functions may be called from any thread; a view and its
+ * cuts keep their caches behind one mutex.
+ */
+typedef struct sdb_view sdb_view;
+typedef struct sdb_view_cut sdb_view_cut;
+
+/* What a view shows for one path. */
+typedef struct sdb_view_stat {
+    bool is_dir;
+    uint64_t ino;          /* the underlying file's st_ino */
+    uint64_t size;         /* committed length in this cut (0 for dirs) */
+    struct timespec mtime; /* stable while the cut length does not change */
+    bool can_grow;         /* a later cut may show it longer or different */
+    unsigned mode;         /* permission bits of the underlying file, as a
+                              file (execute bits dropped) or directory */
+    unsigned uid, gid;     /* owner of the underlying file */
+} sdb_view_stat;
+
+/* Called once per entry by sdb_view_list; name and st are borrowed.  A
+ * non-zero return stops the listing and is returned. */
+typedef int (*sdb_view_list_fn)(void *arg, const char *name,
+                                const sdb_view_stat *st);
+
+/* A view of data_dir (copied).  *out is freed with sdb_view_close. */
+SDB_API int sdb_view_open(const char *data_dir, sdb_view **out);
+/* Free the view; every cut of it must be unreferenced first.  NULL ok. */
+SDB_API void sdb_view_close(sdb_view *v);
+
+/*
+ * Take a cut now: capture metadata.json, index.snap and the WAL files
+ * (their fds are held, so files the server recycles stay readable) and
+ * the last committed LSN.  live: skip that capture; only db/ paths are
+ * shown, each segment at its whole valid prefix (for browsing).  *out has
+ * one reference; SDB_EIO if the server kept checkpointing during 20 tries.
+ */
+SDB_API int sdb_view_cut_new(sdb_view *v, bool live, sdb_view_cut **out);
+/* Another reference to c (returns c). */
+SDB_API sdb_view_cut *sdb_view_cut_ref(sdb_view_cut *c);
+/* Drop one reference; the last one closes the held fds.  NULL ok. */
+SDB_API void sdb_view_cut_unref(sdb_view_cut *c);
+/* The last committed LSN the cut shows (UINT64_MAX for a live cut). */
+SDB_API uint64_t sdb_view_cut_lsn(const sdb_view_cut *c);
+
+/*
+ * Stat rel, a path relative to the data directory ("" is its root;
+ * "metadata.json", "wal/segment-….wal", "db/<escaped dirs>/@seg-….idx").
+ * SDB_ENOTFOUND for anything the cut does not show (LOCK, temp files,
+ * files whose first bytes are not committed yet, names that are not
+ * concept directories).
+ */
+SDB_API int sdb_view_stat_path(sdb_view_cut *c, const char *rel,
+                               sdb_view_stat *out);
+/* List directory rel of the cut: fn once per shown entry, any order. */
+SDB_API int sdb_view_list(sdb_view_cut *c, const char *rel,
+                          sdb_view_list_fn fn, void *arg);
+/*
+ * Open file rel of the cut for reading: *out_fd is a new read-only fd the
+ * caller closes; read only [0, out->size) of it (the bytes past it are not
+ * part of the cut).  The fd stays readable if the server deletes the file.
+ */
+SDB_API int sdb_view_open_file(sdb_view_cut *c, const char *rel, int *out_fd,
+                               sdb_view_stat *out);
+/* Convenience: the committed length of one file in a fresh cut. */
+SDB_API int sdb_view_committed_length(const char *data_dir, const char *rel,
+                                      uint64_t *out_len);
+
+/*
+ * The name shown for a concept directory: the unescaped component when it
+ * is a plain file name (printable, no '%', not "."/"..", not starting with
+ * '@', not "assertions.json"), else its escaped form (which always holds a
+ * '%').  top: first component of its path.  SDB_EINVAL if escaped is not
+ * a canonical concept directory name.
+ */
+SDB_API int sdb_view_shown_name(const char *escaped, bool top, char *out,
+                                size_t cap);
+/* Shown names joined by '/' back to a concept path; SDB_ENOTFOUND if no
+ * concept is shown under that name. */
+SDB_API int sdb_view_concept_resolve(const char *shown_path, char *out,
+                                     size_t cap);
+/*
+ * The current (non-retracted) assertions stored at exactly concept_path,
+ * newest (highest LSN) first, each as the API shows it ("retracted":
+ * false included): {"concept_path","count","assertions":[...]}.  Reads the
+ * segment files and db/@retractions (cached by file sizes).  SDB_ENOTFOUND
+ * if the concept has no directory.  *out is a new reference.
+ */
+SDB_API int sdb_view_concept_json(sdb_view *v, const char *concept_path,
+                                  json_t **out);
+/* The same, pretty-printed with a final newline; *out is malloc'd. */
+SDB_API int sdb_view_concept_text(sdb_view *v, const char *concept_path,
+                                  char **out, size_t *out_len);
+/* health.json: LOCK holder, metadata counts, WAL and snapshot LSNs. */
+SDB_API int sdb_view_health(sdb_view *v, json_t **out);
+
 /* ---- backup, restore and point-in-time recovery: src/backup.c ---- */
+
+/*
+ * A backup is a directory stemedb-backup-YYYYMMDD-HHMMSS/ holding wal/, db/,
+ * store-metadata.json (the store's metadata.json at the backup) and
+ * metadata.json: version, timestamp, assertion_count, wal_segment_count,
+ * backup_type, lsn, store_id and a manifest of every other file (size and
+ * checksum), itself checksummed (docs/operations/restore-from-backup.md).
+ */
+typedef struct sdb_backup_opts {
+    const char *data_dir;         /* required: the store (server may run) */
+    const char *dest;             /* required: the backups directory */
+    const char *incremental_from; /* NULL, or a previous backup to share
+                                     unchanged files with (hard links) */
+    const sdb_io *io;             /* NULL: sdb_io_posix() */
+} sdb_backup_opts;
+
+/*
+ * Take a consistent backup of a live or stopped store at an LSN: WAL
+ * segments up to their last valid record, concept segments cut at that
+ * LSN, written into a temporary directory, synced, the manifest written
+ * last, then renamed into place (an interrupted backup never looks
+ * complete).  *out (may be NULL) gets {path, lsn, assertion_count, files,
+ * bytes, bytes_linked, backup_type, seconds}.  Does not touch the status
+ * file (sdb_backup_record_status).
+ */
+SDB_API int sdb_backup_create(const sdb_backup_opts *o, json_t **out,
+                              sdb_error *err);
+
+/*
+ * Verify a backup: manifest checksum, every file's presence, size and
+ * checksum, no extra files, WAL continuity; with wal_archive, that the
+ * archived segments after the backup have no gap; with trial_open, a
+ * restore into a scratch directory beside the backup that must open and
+ * hold assertion_count assertions.  Returns 0 if clean, SDB_ECORRUPT if
+ * problems were found (listed in (*out)["problems"]), another code if the
+ * check itself failed.
+ */
+SDB_API int sdb_backup_verify(const char *backup, const char *wal_archive,
+                              bool trial_open, json_t **out, sdb_error *err);
+
+typedef struct sdb_restore_opts {
+    const char *backup;      /* required */
+    const char *data_dir;    /* required: replaced (renamed aside) */
+    const char *wal_archive; /* NULL: only the backup's own WAL */
+    bool has_until_lsn;      /* stop after this LSN */
+    uint64_t until_lsn;
+    bool has_until_time; /* stop after the last record at or before */
+    int64_t until_us;
+    bool dry_run;   /* validate and report the plan only */
+    sdb_log_fn log; /* for the trial open; NULL: silent */
+    void *log_arg;
+} sdb_restore_opts;
+
+/*
+ * Restore a backup into DATA_DIR.restore-TIMESTAMP, add archived WAL
+ * segments that continue it (a gap fails the restore), cut the WAL exactly
+ * at the target, open the result (replay + checkpoint), then rename an
+ * existing DATA_DIR to DATA_DIR.backup.TIMESTAMP (never deleted) and the
+ * restored directory into place.  Refuses while DATA_DIR is locked by a
+ * running server.  *out gets the plan and the counts reached.
+ */
+SDB_API int sdb_restore(const sdb_restore_opts *o, json_t **out,
+                        sdb_error *err);
+
+/*
+ * Keep the newest `keep` complete backups in dest, remove older ones, and
+ * remove archived WAL segments that every kept backup is past (a segment
+ * is removed only if its successor exists and its last LSN is at or below
+ * the oldest kept backup's LSN).  dry_run: report only.
+ */
+SDB_API int sdb_backup_expire(const char *dest, unsigned keep,
+                              const char *wal_archive, bool dry_run,
+                              json_t **out, sdb_error *err);
+
+/*
+ * Update DATA_DIR/backup-status.json atomically: on success
+ * last_success_unix, last_backup and last_lsn; on failure failures_total
+ * and last_failure_unix.  The HTTP server exports it in /metrics.
+ */
+SDB_API int sdb_backup_record_status(const char *data_dir, bool ok,
+                                     const char *backup_path, uint64_t lsn);
 
 #ifdef __cplusplus
 }
