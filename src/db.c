@@ -765,7 +765,7 @@ static void waiter_done(void *arg, int rc, json_t *result, const sdb_error *err)
 
     pthread_mutex_lock(&wt->lock);
     wt->rc = rc;
-    wt->result = json_incref(result);
+    wt->result = json_deep_copy(result); /* no refcount shared across threads */
     if (err)
         wt->err = *err;
     wt->done = true;

@@ -4,23 +4,26 @@
 # (root and a writable /proc/sys/vm/drop_caches), after dropping caches.
 # Not a test: it prints a small table.
 #
-#   tools/bench/fsck_bench.sh [--size-mb N] [--dir DIR] [--keep]
+#   tools/bench/fsck_bench.sh [--size-mb N] [--value-bytes N] [--dir DIR] [--keep]
 #
 # SDB_BIN (default build/bin) must hold stemedb-api and stemedb-fsck.  The
-# store is written through the real server (64 KiB values, 64 per request)
+# store is written through the real server (string values of --value-bytes,
+# default 65000, in requests of about 4 MB)
 # into DIR/fsck-bench-data (DIR defaults to the current directory: put it on
 # the disk under test, not tmpfs) and removed afterwards unless --keep.
 set -u
 
 SIZE_MB=2048
+VALUE=65000
 DIR=.
 KEEP=0
 while [ $# -gt 0 ]; do
     case $1 in
     --size-mb) SIZE_MB=$2; shift 2 ;;
+    --value-bytes) VALUE=$2; shift 2 ;;
     --dir) DIR=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -54,17 +57,18 @@ done
 PORT=$(sed -n 's/.*Startup complete, listening on [0-9.]*:\([0-9]*\).*/\1/p' \
     "$LOG" | tail -n1)
 [ -n "$PORT" ] || { cat "$LOG"; echo "server did not start" >&2; exit 1; }
-python3 - "$PORT" "$SIZE_MB" <<'EOF'
+python3 - "$PORT" "$SIZE_MB" "$VALUE" <<'EOF'
 import http.client, json, sys
-port, size_mb = int(sys.argv[1]), int(sys.argv[2])
+port, size_mb, value = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-blob = "x" * 65000
+blob = "x" * value
+per = max(1, min(1000, (4 << 20) // (value + 100)))
 total, n = 0, 0
 while total < size_mb << 20:
     batch = [{"concept_path": "bench/c%d/d%d" % (n % 97, n % 13),
               "predicate": "p%d" % (n % 7), "value": blob + str(n)}
-             for n in range(n, n + 64)]
-    n += 64
+             for n in range(n, n + per)]
+    n += per
     body = json.dumps({"assertions": batch})
     conn.request("POST", "/v1/assert", body, {"Content-Type": "application/json"})
     r = conn.getresponse()
@@ -80,7 +84,7 @@ PID=""
 
 # ---- measure ----
 files() { find "$DATA/wal" "$DATA/db" "$DATA/metadata.json" -type f; }
-BYTES=$(files | xargs -d '\n' stat -c %s | awk '{s += $1} END {print s}')
+BYTES=$(files | xargs -d '\n' stat -c %s | awk '{s += $1} END {printf "%.0f", s}')
 now() { date +%s.%N; }
 rate() { awk -v b="$BYTES" -v t="$1" 'BEGIN {printf "%8.0f MB/s (%.2f s)", b / 1048576 / t, t}'; }
 time_cat() {

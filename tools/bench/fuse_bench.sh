@@ -14,7 +14,7 @@ WRITER=$B/tests/fuse_writer
 T=$(mktemp -d /tmp/fuse_bench.XXXXXX)
 MNT=$T/mnt
 D=$T/data
-FP= AP=
+FP="" AP=""
 cleanup() {
     [ -n "$AP" ] && kill "$AP" 2>/dev/null && wait "$AP" 2>/dev/null
     [ -n "$FP" ] && kill -TERM "$FP" 2>/dev/null && wait "$FP" 2>/dev/null

@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# test_fuse_mount.sh - stemedb-fuse mounted for real (RELIABILITY.md M13):
+# listing, stat, assertions.json for escaped names, deep paths and
+# retractions, health.json, stable inode numbers, the data/ view cut at
+# committed records, EROFS for every write, fuzzed lookups, clean unmount
+# on SIGTERM, and fusermount3 -u after kill -9.
+set -u
+SDB_BIN=${SDB_BIN:-$(pwd)/build/bin}
+WRITER=$SDB_BIN/../tests/fuse_writer
+if [ ! -x "$SDB_BIN/stemedb-fuse" ] || [ ! -x "$WRITER" ]; then
+    echo "SKIP: stemedb-fuse or fuse_writer not built (libfuse3-dev missing?)"
+    exit 0
+fi
+if [ ! -e /dev/fuse ] || ! command -v fusermount3 >/dev/null; then
+    echo "SKIP: /dev/fuse or fusermount3 missing"
+    exit 0
+fi
+mkdir -p "${SDB_TEST_TMPDIR:-/tmp}"
+T=$(mktemp -d "${SDB_TEST_TMPDIR:-/tmp}/fuse_mount.XXXXXX")
+MNT=$T/mnt
+D=$T/data
+PID=
+cleanup() {
+    [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
+    grep -q " $MNT " /proc/mounts && fusermount3 -u "$MNT" 2>/dev/null
+    grep -q " $MNT " /proc/mounts && umount -l "$MNT" 2>/dev/null
+    rm -rf "$T"
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+mounted() { grep -q " $MNT fuse.stemedb " /proc/mounts; }
+mount_fs() {
+    "$SDB_BIN/stemedb-fuse" -f --data-dir "$D" "$MNT" 2>>"$T/fuse.log" &
+    PID=$!
+    for _ in $(seq 1 100); do mounted && return 0; sleep 0.1; done
+    fail "mount did not appear: $(cat "$T/fuse.log")"
+}
+# jget FILE EXPR: evaluate a Python expression on the parsed JSON (j).
+jget() { python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"; }
+
+mkdir -p "$MNT"
+"$WRITER" "$D" fixture || fail "fixture"
+mount_fs
+
+# --- layout and mount options
+[ "$(ls "$MNT" | tr '\n' ' ')" = "README concepts data health.json " ] ||
+    fail "root listing: $(ls "$MNT")"
+grep " $MNT " /proc/mounts | grep -q ' fuse.stemedb ro,' || fail "not mounted ro"
+grep -q '^stemedb ' <(grep " $MNT " /proc/mounts) || fail "fsname"
+grep -q 'assertions.json' "$MNT/README" || fail "README"
+want='%40at|%61ssertions.json|.hidden|a|café|has space|indexes|medicine|pct%2541'
+got=$(ls -A "$MNT/concepts" | LC_ALL=C sort | tr '\n' '|')
+[ "$got" = "$(echo "$want" | tr '|' '\n' | LC_ALL=C sort | tr '\n' '|')" ] ||
+    fail "concepts listing: $got"
+[ "$(ls "$MNT/data" | tr '\n' ' ')" = "db metadata.json wal " ] ||
+    fail "data listing: $(ls "$MNT/data")"
+[ ! -e "$MNT/data/LOCK" ] || fail "LOCK shown"
+
+# --- data/: the WAL is shown up to its last valid record, torn bytes never
+W=$(cd "$MNT/data/wal" && ls -S | head -1) # the one with most records
+wl=$(stat -c %s "$MNT/data/wal/$W")
+[ "$wl" -gt 64 ] && [ "$wl" -lt "$(stat -c %s "$D/wal/$W")" ] || fail "WAL not cut: $wl"
+cmp -n "$wl" "$MNT/data/wal/$W" "$D/wal/$W" || fail "WAL bytes"
+printf 'SMDR-garbage-torn-tail' | dd of="$D/wal/$W" bs=1 seek="$wl" conv=notrunc 2>/dev/null
+sleep 1.2
+[ "$(stat -c %s "$MNT/data/wal/$W")" = "$wl" ] || fail "torn WAL bytes shown"
+dd if=/dev/zero of="$D/wal/$W" bs=1 seek="$wl" count=22 conv=notrunc 2>/dev/null
+
+# --- assertions.json: retractions, deep paths, escaped names
+A=$MNT/concepts/medicine/aspirin/dosage/assertions.json
+[ "$(jget "$A" 'j["count"]')" = 2 ] || fail "aspirin count: $(cat "$A")"
+[ "$(jget "$A" '[a["predicate"] for a in j["assertions"]]')" = "['min_age', 'max_daily_mg']" ] ||
+    fail "aspirin order or retraction: $(cat "$A")"
+[ "$(jget "$A" 'sorted(j["assertions"][0].keys())')" = "['authority_tier', 'concept_path', 'confidence', 'derived_from', 'id', 'lsn', 'predicate', 'retracted', 'source', 'timestamp', 'value']" ] ||
+    fail "fields: $(cat "$A")"
+I=$MNT/concepts/medicine/ibuprofen/assertions.json
+[ "$(jget "$I" '[a["predicate"] for a in j["assertions"]]')" = "['max_daily_mg']" ] ||
+    fail "ibuprofen retraction by path: $(cat "$I")"
+[ "$(jget "$MNT/concepts/a/b/c/d/e/f/g/h/assertions.json" 'j["assertions"][0]["value"]')" = 8 ] ||
+    fail "deep path"
+[ "$(jget "$MNT/concepts/a/b/assertions.json" 'j["count"]')" = 0 ] || fail "inner concept"
+for pair in '%61ssertions.json=assertions.json' 'pct%2541=pct%41' '%40at=@at' \
+    'indexes=indexes' 'has space/x:y=has space/x:y' 'café=café' '.hidden=.hidden'; do
+    shown=${pair%%=*} path=${pair#*=}
+    [ "$(jget "$MNT/concepts/$shown/assertions.json" 'j["concept_path"]')" = "$path" ] ||
+        fail "escaped name $shown -> $path"
+done
+# the same ids, in the same order, as the engine's own query
+"$WRITER" "$D" query medicine/aspirin/dosage >"$T/q.json" || fail "query"
+[ "$(jget "$T/q.json" '[a["id"] for a in j["assertions"]]')" = "$(jget "$A" '[a["id"] for a in j["assertions"]]')" ] ||
+    fail "assertions.json differs from the query result"
+cmp <(jget "$T/q.json" 'json.dumps(j["assertions"],sort_keys=True)') \
+    <(jget "$A" 'json.dumps(j["assertions"],sort_keys=True)') || fail "fields differ from query"
+[ -f "$MNT/concepts/medicine/aspirin/dosage/@seg-000001.msgpack" ] || fail "raw segment"
+
+# --- stat: sizes match bytes, inode numbers stable and real
+for f in "$A" "$MNT/data/metadata.json" "$MNT/health.json" "$MNT/README"; do
+    [ "$(stat -c %s "$f")" = "$(wc -c <"$f")" ] || fail "size of $f"
+done
+[ "$(stat -c %i "$MNT/data/metadata.json")" = "$(stat -c %i "$D/metadata.json")" ] || fail "ino metadata"
+[ "$(stat -c %i "$MNT/data/db/medicine")" = "$(stat -c %i "$D/db/medicine")" ] || fail "ino dir"
+i1=$(stat -c %i "$A" "$MNT/concepts/medicine")
+i2=$(stat -c %i "$A" "$MNT/concepts/medicine")
+[ "$i1" = "$i2" ] || fail "virtual inodes not stable"
+# --- health.json, with and without the server's LOCK held
+H=$MNT/health.json
+[ "$(jget "$H" 'j["lock_held"]')" = False ] || fail "lock held? $(cat "$H")"
+n=$("$WRITER" "$D" count) || fail "count"
+[ "$(jget "$H" 'j["metadata"]["assertion_count"]')" = "$n" ] || fail "health count"
+"$WRITER" "$D" loop 3 "$T/cnt" &
+WP=$!
+for _ in $(seq 1 50); do [ -s "$T/cnt" ] && break; sleep 0.1; done
+[ "$(jget "$H" 'j["lock_held"]')" = True ] || fail "lock not seen: $(cat "$H")"
+[ "$(jget "$H" 'j["server_pid"]')" = "$WP" ] || fail "server pid"
+wait "$WP" || fail "writer"
+
+# --- every mutating operation fails with EROFS
+for cmd in "touch $MNT/new" "mkdir $MNT/data/x" "rm -f $MNT/README" \
+    "rmdir $MNT/concepts/a" "mv $MNT/README $MNT/R2" "ln -s x $MNT/l" \
+    "chmod 600 $MNT/README" "truncate -s0 $A" "touch $A" \
+    "cp $MNT/README $MNT/data/db/" "ln $MNT/README $MNT/data/hl"; do
+    out=$($cmd 2>&1) && fail "$cmd succeeded"
+    echo "$out" | grep -q 'Read-only file system' || fail "$cmd: $out"
+done
+out=$( (echo x >"$MNT/health.json") 2>&1) && fail "write succeeded"
+echo "$out" | grep -q 'Read-only file system' || fail "echo >: $out"
+
+# --- fuzzed lookups: never found, never fatal
+for _ in $(seq 1 300); do
+    name=$(head -c $((RANDOM % 40 + 1)) /dev/urandom | tr -d '/\000' | head -c 40)
+    for base in concepts concepts/medicine data data/db data/wal; do
+        [ -n "$name" ] && [ "$name" != . ] && [ "$name" != .. ] || continue
+        case "$base/$name" in concepts/medicine/aspirin | concepts/medicine/ibuprofen) continue ;; esac
+        stat "$MNT/$base/$name" >/dev/null 2>&1 && fail "fuzz name found: $base/$name"
+    done
+done
+for name in '%' '%2' '%ZZ' '%2F' '%2f' '%2E' '%2E%2E' '%00' 'a%2Fb' '@seg-000001.idx' \
+    '@seg-1.idx' '@seg-000001.msgpackx' "$(printf 'x%.0s' $(seq 1 300))" 'assertions.json/x'; do
+    stat "$MNT/concepts/$name" >/dev/null 2>&1 && fail "lookup $name found"
+    stat "$MNT/data/db/$name" >/dev/null 2>&1 && fail "lookup data/db/$name found"
+done
+kill -0 "$PID" || fail "daemon died during fuzzing"
+
+# --- SIGTERM unmounts cleanly
+kill -TERM "$PID"
+wait "$PID"
+rc=$?
+PID=
+[ "$rc" = 0 ] || fail "daemon exit $rc after SIGTERM"
+mounted && fail "still mounted after SIGTERM"
+
+# --- kill -9, then fusermount3 -u recovers the mount point
+mount_fs
+{ kill -9 "$PID" && wait "$PID"; } 2>/dev/null
+PID=
+ls "$MNT" >/dev/null 2>&1 && fail "dead mount still answers"
+fusermount3 -u "$MNT" || fail "fusermount3 -u after kill -9"
+mounted && fail "still mounted after fusermount3 -u"
+mount_fs
+[ "$(jget "$A" 'j["count"]')" = 2 ] || fail "remount"
+echo "PASS: test_fuse_mount"
