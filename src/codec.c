@@ -560,6 +560,7 @@ static int dec_map(const msgpack_object *o, const char *where,
 {
     unsigned seen = 0;
     char field[64];
+    const char *fname;
     size_t j;
     int rc = 0;
 
@@ -574,16 +575,22 @@ static int dec_map(const msgpack_object *o, const char *where,
             ;
         if (j == n)
             return unknown_key(&kv->key, where, err);
-        field_join(field, sizeof field, where, rules[j].name);
+        /* joined names only below the top level: this is the hot path */
+        fname = rules[j].name;
+        if (where[0]) {
+            field_join(field, sizeof field, where, rules[j].name);
+            fname = field;
+        }
         if (seen & (1u << j))
-            return CORRUPT(err, field, "appears twice");
+            return CORRUPT(err, fname, "appears twice");
         seen |= 1u << j;
-        rc = rules[j].fn(&kv->val, field, d, err);
+        rc = rules[j].fn(&kv->val, fname, d, err);
     }
     for (j = 0; rc == 0 && j < n; j++) {
-        field_join(field, sizeof field, where, rules[j].name);
-        if (rules[j].required && !(seen & (1u << j)))
+        if (rules[j].required && !(seen & (1u << j))) {
+            field_join(field, sizeof field, where, rules[j].name);
             rc = CORRUPT(err, field, "is missing");
+        }
     }
     return rc;
 }

@@ -651,8 +651,13 @@ static int enqueue(struct sdb_db *db, struct wreq *w)
 static int check_derived(struct sdb_db *db, const struct sdb_assertion *as,
                          size_t n, bool batch, sdb_error *err)
 {
+    bool any = false;
     int rc = 0;
 
+    for (size_t i = 0; i < n && !any; i++)
+        any = as[i].n_derived > 0;
+    if (!any) /* the common case takes no lock */
+        return 0;
     pthread_rwlock_rdlock(&db->ix_lock);
     for (size_t i = 0; rc == 0 && i < n; i++) {
         for (size_t j = 0; rc == 0 && j < as[i].n_derived; j++) {

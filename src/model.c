@@ -85,8 +85,14 @@ int sdb_lens_parse(const char *s)
 
 void sdb_id_format(struct sdb_id id, char out[SDB_ID_LEN + 1])
 {
-    snprintf(out, SDB_ID_LEN + 1, "%016llx%08lx", (unsigned long long)id.lsn,
-             (unsigned long)id.salt);
+    static const char digits[] = "0123456789abcdef";
+
+    /* by hand: this runs for every record written and read */
+    for (int i = 15; i >= 0; i--, id.lsn >>= 4)
+        out[i] = digits[id.lsn & 15];
+    for (int i = 23; i >= 16; i--, id.salt >>= 4)
+        out[i] = digits[id.salt & 15];
+    out[SDB_ID_LEN] = '\0';
 }
 
 static int lower_hex(char c)

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -254,6 +255,17 @@ static int scan_concept(struct rebuild *rb, uint32_t cid)
     return rc;
 }
 
+/* d_type, or fstatat where the file system does not fill it in. */
+static bool is_dir(DIR *d, const struct dirent *de)
+{
+    struct stat st;
+
+    if (de->d_type != DT_UNKNOWN)
+        return de->d_type == DT_DIR;
+    return fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+           S_ISDIR(st.st_mode);
+}
+
 /* Recursively find concept directories below db/rel (concept path cpath). */
 static int walk(struct rebuild *rb, const char *rel, const char *cpath)
 {
@@ -273,8 +285,7 @@ static int walk(struct rebuild *rb, const char *rel, const char *cpath)
         int n;
 
         if (de->d_name[0] == '.' || de->d_name[0] == '@' ||
-            (!*rel && strcmp(de->d_name, "indexes") == 0) ||
-            de->d_type != DT_DIR)
+            (!*rel && strcmp(de->d_name, "indexes") == 0) || !is_dir(d, de))
             continue;
         n = sdb_path_unescape_component(de->d_name, comp, sizeof(comp));
         if (n < 0 ||
@@ -688,10 +699,13 @@ static void init_clock(struct sdb_db *db)
 
 static int start(struct sdb_db *db, sdb_error *err)
 {
+    struct timespec now;
     int rc;
 
     db->meta.restarts++;
-    db->last_ckpt_ms = 0;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    db->last_ckpt_ms =
+        (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
     rc = sdb_segstore_sync(db->ss);
     if (rc == 0)
         rc = sdb_index_save(db->ix, db->io, db->idx_dir, db->meta.store_id,

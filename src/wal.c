@@ -366,7 +366,7 @@ static int scan_segment(struct scan_ctx *sc, uint64_t seq, bool newest)
              ? SDB_ECORRUPT
              : sdb_wal_parse_header((unsigned char *)buf, &hseq, &hstore,
                                     &first);
-    if (rc < 0 && newest && !sc->read_only &&
+    if (rc == SDB_ECORRUPT && newest && !sc->read_only &&
         all_zero((unsigned char *)buf + (len < 64 ? len : 64),
                  len < 64 ? 0 : len - 64)) {
         /* a switch that crashed before its header was durable */
@@ -375,6 +375,13 @@ static int scan_segment(struct scan_ctx *sc, uint64_t seq, bool newest)
         rc = wal->cfg.io->unlink(wal->cfg.io->ctx, path);
         if (rc == 0)
             rc = sdb_io_fsync_dir(wal->cfg.io, wal->dir);
+        goto free_buf;
+    }
+    if (rc == SDB_EVERSION) {
+        sdb_error_set(sc->err, rc, "wal",
+                      "%s at offset 0: WAL format version not supported by "
+                      "this build (%s)",
+                      path, SDB_VERSION);
         goto free_buf;
     }
     if (rc < 0) {

@@ -21,7 +21,7 @@
  *     8  4  payload length P (1 .. SDB_WAL_MAX_PAYLOAD)
  *    12  4  count N of msgpack records in the payload
  *    16  8  LSN of the first record; the payload holds LSNs lsn .. lsn+N-1
- *    24  8  XXH3-64 of (bytes 0..23 ++ payload), seed = store id ^ seq
+ *    24  8  XXH3-64 of (bytes 0..23 ++ payload), seed = sdb_wal_seed()
  *    32  P  payload: N msgpack records (codec.h)
  *   then zeros (the file is preallocated) up to the file size.
  *
@@ -136,7 +136,7 @@ int sdb_wal_parse_header(const unsigned char *h, uint64_t *seq,
 int sdb_wal_check_record(const unsigned char *buf, size_t len, size_t off,
                          uint64_t seed, size_t *rec_len, uint64_t *lsn,
                          uint32_t *count);
-/* The checksum seed of a segment. */
+/* The checksum seed of a segment: store id ^ (seq * 0x9e3779b97f4a7c15). */
 uint64_t sdb_wal_seed(uint64_t store_id, uint64_t seq);
 
 #endif

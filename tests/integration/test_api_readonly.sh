@@ -18,7 +18,9 @@ stop_server
 
 FAIL_FROM=${SDB_API_FAIL_FDATASYNC_FROM:-3}
 LOG="$T/strace-server.log"
-strace -f -qq -o /dev/null -e trace=fdatasync \
+# LeakSanitizer cannot run under ptrace: leak checks off for this server
+ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
+    strace -f -qq -o /dev/null -e trace=fdatasync \
     -e inject=fdatasync:error=EIO:when=$FAIL_FROM+ \
     "$API_BIN" --data-dir "$DATA" --bind 127.0.0.1:0 --dashboard-bind off \
     --retry-after 7 2>"$LOG" &
