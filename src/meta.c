@@ -77,8 +77,8 @@ static int parse_hex64(json_t *v, uint64_t *out)
     const char *s = json_string_value(v);
     char *end;
 
-    if (!s || strlen(s) != 16)
-        return -1;
+    if (!s || strlen(s) != 16 || strspn(s, "0123456789abcdef") != 16)
+        return -1; /* lowercase only: one spelling per value */
     *out = strtoull(s, &end, 16);
     return *end ? -1 : 0;
 }

@@ -197,7 +197,9 @@ static int rebuild_record(void *arg, uint64_t lsn, int type,
     struct sdb_record rec;
     struct sdb_entry e = {0};
     size_t used;
-    int rc = sdb_codec_unpack(buf, loc->len, &used, &rec, NULL);
+    int rc;
+
+    rc = sdb_codec_unpack(buf, loc->len, &used, &rec, NULL);
 
     if (rc < 0 || used != loc->len || rec.type != type ||
         (type == SDB_REC_ASSERTION &&
@@ -320,23 +322,129 @@ static int cmp_ret(const void *a, const void *b)
 }
 
 /* Sort what the scan found and link it; apply retractions in LSN order. */
+static int cmp_entry_lsn(const void *a, const void *b)
+{
+    const struct sdb_entry *x = a, *y = b;
+
+    return x->lsn < y->lsn ? -1 : x->lsn > y->lsn;
+}
+
+/* The concept's files will be cut just before the record at (segno, off). */
+struct cutpoint {
+    bool set;
+    uint32_t segno, off, kept;
+};
+
+static void mark_cut(struct cutpoint *cp, uint32_t segno, uint32_t off)
+{
+    if (!cp->set) {
+        cp->set = true;
+        cp->segno = segno;
+        cp->off = off;
+    }
+}
+
+/* Set each cut concept's lengths to just before its first dropped record. */
+static void apply_cuts(struct rebuild *rb, struct cutpoint *cp, uint32_t kept_n,
+                       size_t kept_r)
+{
+    struct sdb_index *ix = rb->db->ix;
+
+    for (uint32_t i = 0; i < kept_n; i++) {
+        const struct sdb_entry *e = &ix->entries[i];
+        cp[e->concept].kept +=
+            cp[e->concept].set && e->segno == cp[e->concept].segno;
+    }
+    for (size_t i = 0; i < kept_r; i++)
+        cp[0].kept +=
+            cp[0].set && rb->ret_locs[rb->rets[i].scope].segno == cp[0].segno;
+    for (uint32_t c = 0; c < ix->n_concepts; c++) {
+        struct sdb_seginfo *si = &ix->concepts[c]->seg;
+
+        if (!cp[c].set)
+            continue;
+        si->segno = cp[c].segno;
+        si->data_len = cp[c].off;
+        si->idx_len =
+            SDB_IDX_HEADER_SIZE + (uint64_t)cp[c].kept * SDB_IDX_ENTRY_SIZE;
+    }
+}
+
+/*
+ * Segment files are not synced past the checkpoint, so a crash can keep a
+ * later record and lose an earlier one.  Keep the records up to the first
+ * hole in the LSN sequence above the checkpoint (they are valid and may
+ * be the only copy); drop the rest and cut their files, so the WAL replay
+ * appends them again in LSN order.  Entries must be sorted, rets too.
+ */
+static int drop_past_first_hole(struct rebuild *rb, size_t *kept_r)
+{
+    struct sdb_index *ix = rb->db->ix;
+    uint64_t k = rb->db->meta.checkpoint_lsn;
+    uint32_t i = 0, n;
+    size_t j = 0;
+    struct cutpoint *cp;
+
+    for (;;) { /* merge the two LSN-sorted lists */
+        uint64_t a = i < ix->n_entries ? ix->entries[i].lsn : UINT64_MAX;
+        uint64_t b = j < rb->n_rets ? rb->rets[j].id.lsn : UINT64_MAX;
+        uint64_t next = a < b ? a : b;
+
+        if (next == UINT64_MAX || (next > k && next != k + 1))
+            break;
+        if (next > k)
+            k = next;
+        if (a < b)
+            i++;
+        else
+            j++;
+    }
+    *kept_r = j;
+    if (i == ix->n_entries && j == rb->n_rets)
+        return 0;
+    cp = calloc(ix->n_concepts, sizeof(*cp));
+    if (!cp)
+        return SDB_ENOMEM;
+    for (n = i; n < ix->n_entries; n++)
+        mark_cut(&cp[ix->entries[n].concept], ix->entries[n].segno,
+                 ix->entries[n].off);
+    for (size_t r = j; r < rb->n_rets; r++)
+        mark_cut(&cp[0], rb->ret_locs[rb->rets[r].scope].segno,
+                 rb->ret_locs[rb->rets[r].scope].off);
+    apply_cuts(rb, cp, i, j);
+    sdb_db_log(rb->db, SDB_LOG_INFO,
+               "segment records past LSN %" PRIu64
+               " are left to the WAL replay (%u records)",
+               k, (ix->n_entries - i) + (unsigned)(rb->n_rets - j));
+    ix->n_entries = i;
+    free(cp);
+    return 0;
+}
+
+/* Sort what the scan found and link it; apply retractions in LSN order. */
 static int rebuild_finish(struct rebuild *rb)
 {
     struct sdb_index *ix = rb->db->ix;
-    int rc = sdb_index_sort(ix);
+    size_t kept_r = 0;
+    int rc;
 
-    for (size_t i = 0; rc == 0 && i < rb->n_pairs; i++) {
-        int64_t pos = sdb_index_find(ix, rb->pairs[i].child);
-        rc = pos < 0 ? SDB_ECORRUPT
-                     : sdb_index_link_derived(ix, rb->pairs[i].parent,
-                                              (uint32_t)pos);
-    }
+    if (ix->n_entries)
+        qsort(ix->entries, ix->n_entries, sizeof(*ix->entries), cmp_entry_lsn);
     /* sort retractions together with their locations */
     for (size_t i = 0; i < rb->n_rets; i++)
         rb->rets[i].scope = (int)i; /* remember the original slot */
     if (rb->n_rets)
         qsort(rb->rets, rb->n_rets, sizeof(*rb->rets), cmp_ret);
-    for (size_t i = 0; rc == 0 && i < rb->n_rets; i++) {
+    rc = drop_past_first_hole(rb, &kept_r);
+    if (rc == 0)
+        rc = sdb_index_sort(ix);
+    for (size_t i = 0; rc == 0 && i < rb->n_pairs; i++) {
+        int64_t pos = sdb_index_find(ix, rb->pairs[i].child);
+        if (pos < 0) /* the child was left to the replay */
+            continue;
+        rc = sdb_index_link_derived(ix, rb->pairs[i].parent, (uint32_t)pos);
+    }
+    for (size_t i = 0; rc == 0 && i < kept_r; i++) {
         struct sdb_retraction *r = &rb->rets[i];
         rc = sdb_index_add_retraction(ix, r, &rb->ret_locs[r->scope]);
         if (rc == 0)

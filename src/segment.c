@@ -654,6 +654,7 @@ struct scan_state {
     void *arg;
     char *bad;
     size_t bad_cap;
+    bool stopped; /* the callback asked to stop before a record */
 };
 
 /* Scan one segment's idx/data images; returns 1 if it ended cleanly. */
@@ -692,13 +693,17 @@ static int scan_one(struct scan_state *st, uint32_t segno,
         rc = st->fn ? st->fn(st->arg, lsn, (int)type, &loc, data + off) : 0;
         if (rc < 0)
             return rc;
+        if (rc > 0) { /* keep the prefix before this record */
+            st->stopped = true;
+            break;
+        }
         st->last_lsn = lsn;
         expect_off = off + loc.len;
     }
     st->si->segno = segno;
     st->si->data_len = expect_off;
     st->si->idx_len = pos;
-    if (!st->bad[0] && (pos != ilen || expect_off != dlen))
+    if (!st->bad[0] && !st->stopped && (pos != ilen || expect_off != dlen))
         snprintf(st->bad, st->bad_cap, "%s/%s @%zu: trailing bytes",
                  st->si->dir, pos != ilen ? iname : "data", pos);
     return st->bad[0] ? 0 : 1;
@@ -708,7 +713,8 @@ int sdb_seg_scan(const sdb_io *io, const char *db_dir, struct sdb_seginfo *si,
                  uint64_t store_id, sdb_seg_record_fn fn, void *arg,
                  char *out_bad, size_t bad_cap)
 {
-    struct scan_state st = {io, si, store_id, 0, fn, arg, out_bad, bad_cap};
+    struct scan_state st = {io,  si,      store_id, 0,    fn,
+                            arg, out_bad, bad_cap,  false};
     char dname[32], iname[32], path[4096 + 64];
     int rc = 0;
 
@@ -739,7 +745,7 @@ int sdb_seg_scan(const sdb_io *io, const char *db_dir, struct sdb_seginfo *si,
         }
         free(idx);
         free(data);
-        if (out_bad[0])
+        if (out_bad[0] || st.stopped)
             break;
     }
     return rc;

@@ -90,7 +90,11 @@ int sdb_segstore_sync(struct sdb_segstore *ss);
 int sdb_segstore_reset_tail(struct sdb_segstore *ss,
                             const struct sdb_seginfo *si);
 
-/* Called per valid record by sdb_seg_scan; rec is borrowed. */
+/*
+ * Called per valid record by sdb_seg_scan; rec is borrowed.  Return < 0 to
+ * fail the scan, > 0 to end it cleanly before this record (the lengths
+ * then cover only the records before it).
+ */
 typedef int (*sdb_seg_record_fn)(void *arg, uint64_t lsn, int type,
                                  const struct sdb_loc *loc,
                                  const unsigned char *rec);

@@ -364,6 +364,32 @@ static void test_recovery_replaying_twice_gives_the_same_state(void **state)
     free(b);
 }
 
+/*
+ * Power loss past the checkpoint kept a later record (r/1, r/2) in its
+ * segment but lost an earlier one (r/0): the rebuild without a snapshot
+ * must leave the records after the hole to the WAL, not trip on them.
+ */
+static void test_recovery_rebuild_with_a_hole_past_the_checkpoint(void **state)
+{
+    struct crash_fx *f = *state;
+    char *dir = tu_printf("%s/hole", f->root);
+    sdb_db *db = NULL;
+    sdb_error err;
+
+    tu_rmrf(dir);
+    sh("cp -a '%s' '%s' && rm -f '%s/LOCK' '%s/db/indexes/index.snap' && "
+       "cp '%s/db/r/0/'@seg-000001.* '%s/db/r/0/'",
+       f->after, dir, dir, dir, f->before, dir);
+    assert_int_equal(open_dir(dir, &db, &err), 0);
+    assert_int_equal(count_all(db), BASE + 3);
+    sdb_db_close(db);
+    sh("rm -f '%s/db/indexes/index.snap'", dir);
+    assert_int_equal(open_dir(dir, &db, &err), 0);
+    assert_int_equal(count_all(db), BASE + 3);
+    sdb_db_close(db);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -374,6 +400,7 @@ int main(void)
         cmocka_unit_test(test_recovery_between_wal_sync_and_segment_append),
         cmocka_unit_test(test_recovery_in_the_middle_of_a_segment_append),
         cmocka_unit_test(test_recovery_replaying_twice_gives_the_same_state),
+        cmocka_unit_test(test_recovery_rebuild_with_a_hole_past_the_checkpoint),
     };
     return cmocka_run_group_tests(tests, crash_setup, crash_teardown);
 }
