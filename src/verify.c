@@ -25,7 +25,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,6 +129,13 @@ struct wcopy {
     char *cpath; /* assertion's concept path; NULL for a retraction */
 };
 
+/* A concept directory to check: has[segno] bit 1 .msgpack, bit 2 .idx. */
+struct job {
+    uint32_t cidx;
+    uint32_t nseg;
+    unsigned char *has; /* owned */
+};
+
 struct walseg {
     char *name;
     uint64_t seq;
@@ -140,8 +149,15 @@ struct vctx {
     void *arg;
     sdb_fsck_report *rep;
     bool count_bytes;
-    int oprc;
-    bool cancel;
+    _Atomic int oprc; /* first operational error */
+    atomic_bool cancel;
+    /* Concept directories are checked by a few threads; everything they
+     * share (probs, shown, fixes, recs, the report, the callback) is
+     * protected by lock.  Each job owns its cdirs[cidx] flags. */
+    pthread_mutex_t lock;
+    struct job *jobs;
+    size_t njobs, capjobs;
+    atomic_size_t next_job;
 
     struct sdb_meta meta;
     bool have_meta;
@@ -189,10 +205,17 @@ static int grow(void **p, size_t *cap, size_t n, size_t size)
     return 0;
 }
 
+/* Record the first operational error (any thread). */
+static void set_oprc(struct vctx *v, int rc)
+{
+    int none = 0;
+
+    atomic_compare_exchange_strong(&v->oprc, &none, rc);
+}
+
 static void oom(struct vctx *v)
 {
-    if (!v->oprc)
-        v->oprc = SDB_ENOMEM;
+    set_oprc(v, SDB_ENOMEM);
 }
 
 static char *fmt(struct vctx *v, const char *f, ...)
@@ -222,10 +245,12 @@ static void add_prob(struct vctx *v, int id, const char *file, int64_t off,
     va_list ap;
     int n;
 
-    if (v->shown[id]++ >= MAX_SHOWN)
-        return;
-    if (grow((void **)&v->probs, &v->capp, v->np, sizeof(*p)) < 0) {
-        oom(v);
+    pthread_mutex_lock(&v->lock);
+    if (v->shown[id]++ >= MAX_SHOWN ||
+        grow((void **)&v->probs, &v->capp, v->np, sizeof(*p)) < 0) {
+        if (v->shown[id] <= MAX_SHOWN)
+            oom(v);
+        pthread_mutex_unlock(&v->lock);
         return;
     }
     p = &v->probs[v->np];
@@ -241,9 +266,10 @@ static void add_prob(struct vctx *v, int id, const char *file, int64_t off,
         if (n >= 0)
             free(p->msg);
         oom(v);
-        return;
+    } else {
+        v->np++;
     }
-    v->np++;
+    pthread_mutex_unlock(&v->lock);
 }
 
 static void add_fix(struct vctx *v, int kind, int cls, const char *file,
@@ -251,9 +277,10 @@ static void add_fix(struct vctx *v, int kind, int cls, const char *file,
 {
     struct fix *x;
 
+    pthread_mutex_lock(&v->lock);
     if (grow((void **)&v->fixes, &v->capf, v->nf, sizeof(*x)) < 0) {
         oom(v);
-        return;
+        goto unlock;
     }
     x = &v->fixes[v->nf];
     x->kind = kind;
@@ -261,17 +288,20 @@ static void add_fix(struct vctx *v, int kind, int cls, const char *file,
     x->off = off;
     x->idx = idx;
     x->file = file ? strdup(file) : NULL;
-    if (file && !x->file) {
+    if (file && !x->file)
         oom(v);
-        return;
-    }
-    v->nf++;
+    else
+        v->nf++;
+unlock:
+    pthread_mutex_unlock(&v->lock);
 }
 
 static void tick(struct vctx *v)
 {
+    pthread_mutex_lock(&v->lock);
     if (v->fn && !v->cancel && v->fn(v->arg, NULL, v->rep))
         v->cancel = true;
+    pthread_mutex_unlock(&v->lock);
 }
 
 static bool all_zero(const unsigned char *p, size_t n)
@@ -298,14 +328,16 @@ static int load(struct vctx *v, const char *rel, unsigned char **buf,
         return SDB_ENOMEM;
     rc = sdb_io_read_file(v->io, path, (size_t)1 << 36, &b, len);
     free(path);
-    if (rc < 0 && rc != -ENOENT && !v->oprc)
-        v->oprc = rc;
+    if (rc < 0 && rc != -ENOENT)
+        set_oprc(v, rc);
     if (rc < 0)
         return rc;
     *buf = (unsigned char *)b;
+    pthread_mutex_lock(&v->lock);
     v->rep->files += v->count_bytes;
     if (v->count_bytes)
         v->rep->bytes += *len;
+    pthread_mutex_unlock(&v->lock);
     return 0;
 }
 
@@ -941,12 +973,14 @@ static int add_cdir(struct vctx *v, const char *rel, const char *path,
 
 static void push_rec(struct vctx *v, const struct rec *r)
 {
+    pthread_mutex_lock(&v->lock);
     if (grow((void **)&v->recs, &v->capr, v->nr, sizeof(*r)) < 0) {
         oom(v);
-        return;
+    } else {
+        v->recs[v->nr++] = *r;
+        v->rep->records += v->count_bytes;
     }
-    v->recs[v->nr++] = *r;
-    v->rep->records += v->count_bytes;
+    pthread_mutex_unlock(&v->lock);
 }
 
 /* The snapshot's location and hash for an LSN, if it has one. */
@@ -1411,8 +1445,8 @@ static void walk_db(struct vctx *v, const char *rel, const char *cpath,
     char **names = path ? list_dir(v, path, &n, &err) : NULL;
     bool retr = cidx >= 0 && v->cdirs[cidx].retractions;
 
-    if (path && !names && err && err != -ENOENT && !v->oprc)
-        v->oprc = err;
+    if (path && !names && err && err != -ENOENT)
+        set_oprc(v, err);
     if (cidx >= 0 && !(has = calloc(hcap, 1)))
         oom(v);
     for (size_t i = 0; i < n && !v->oprc && !v->cancel; i++) {
@@ -1452,8 +1486,15 @@ static void walk_db(struct vctx *v, const char *rel, const char *cpath,
         free(full);
         free(frel);
     }
-    if (cidx >= 0 && has && !v->oprc)
-        check_concept(v, (uint32_t)cidx, has, nseg);
+    if (cidx >= 0 && has && !v->oprc) {
+        if (grow((void **)&v->jobs, &v->capjobs, v->njobs, sizeof(*v->jobs)) ==
+            0) {
+            v->jobs[v->njobs++] = (struct job){(uint32_t)cidx, nseg, has};
+            has = NULL;
+        } else {
+            oom(v);
+        }
+    }
     free(has);
     free_names(names, n);
     free(path);
@@ -1682,12 +1723,69 @@ static void plan_rebuilds(struct vctx *v)
 
 /* ---- one pass ---- */
 
+static void *job_worker(void *arg)
+{
+    struct vctx *v = arg;
+
+    for (;;) {
+        size_t i = atomic_fetch_add(&v->next_job, 1);
+        if (i >= v->njobs || v->cancel || v->oprc)
+            break;
+        check_concept(v, v->jobs[i].cidx, v->jobs[i].has, v->jobs[i].nseg);
+    }
+    return NULL;
+}
+
+static int cmp_prob(const void *a, const void *b)
+{
+    const struct prob *x = a, *y = b;
+    int c = strcmp(x->file, y->file);
+
+    if (c)
+        return c;
+    if (x->off != y->off)
+        return x->off < y->off ? -1 : 1;
+    return x->id - y->id;
+}
+
+/*
+ * Check the queued concept directories, on a few threads once the store id
+ * is known (the idx headers may have to supply it otherwise).  Problems
+ * are sorted by file and offset so the report does not depend on timing.
+ */
+static void run_jobs(struct vctx *v)
+{
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    size_t nt = v->have_store && ncpu > 1 ? (size_t)ncpu : 1, first = v->np;
+    pthread_t tids[8];
+    size_t started = 0;
+
+    if (nt > 8)
+        nt = 8;
+    if (nt > v->njobs)
+        nt = v->njobs;
+    atomic_store(&v->next_job, 0);
+    for (size_t i = 1; i < nt; i++)
+        if (pthread_create(&tids[started], NULL, job_worker, v) == 0)
+            started++;
+    job_worker(v);
+    for (size_t i = 0; i < started; i++)
+        pthread_join(tids[i], NULL);
+    if (v->np > first)
+        qsort(v->probs + first, v->np - first, sizeof(*v->probs), cmp_prob);
+    for (size_t i = 0; i < v->njobs; i++)
+        free(v->jobs[i].has);
+    free(v->jobs);
+    v->jobs = NULL;
+    v->njobs = v->capjobs = 0;
+}
+
 static void run_pass(struct vctx *v)
 {
     int rc = check_top(v);
 
     if (rc < 0) {
-        v->oprc = rc;
+        set_oprc(v, rc);
         return;
     }
     check_meta(v);
@@ -1699,6 +1797,7 @@ static void run_pass(struct vctx *v)
         if (db && is_dir(db))
             walk_db(v, "", "", -1);
         free(db);
+        run_jobs(v);
     }
     if (v->nr)
         qsort(v->recs, v->nr, sizeof(*v->recs), cmp_rec);
@@ -1729,6 +1828,7 @@ static struct vctx *vctx_new(const char *dir, unsigned flags, sdb_fsck_fn fn,
     v->fn = fn;
     v->arg = arg;
     v->rep = rep;
+    pthread_mutex_init(&v->lock, NULL);
     return v;
 }
 
@@ -1750,6 +1850,10 @@ static void vctx_free(struct vctx *v)
         free(v->wcs[i].cpath);
     for (size_t i = 0; i < v->nwal; i++)
         free(v->wal[i].name);
+    for (size_t i = 0; i < v->njobs; i++)
+        free(v->jobs[i].has);
+    free(v->jobs);
+    pthread_mutex_destroy(&v->lock);
     sdb_index_free(v->snap);
     free(v->probs);
     free(v->fixes);
@@ -1787,7 +1891,7 @@ static char *lf_target(struct vctx *v, const char *rel, const char *suffix,
         rc = sdb_io_fsync_parent(v->io, lf);
     free(lf);
     if (rc < 0 && rc != -EEXIST) {
-        v->oprc = rc;
+        set_oprc(v, rc);
         return NULL;
     }
     if (!(base = flat_name(v, rel, suffix)))

@@ -152,7 +152,8 @@ cp -a "$D" "$T/flipped"
 fsck -p "$D"
 expect_rc 1 "-p rebuilds the segment from the WAL copy"
 expect_line "badChecksum: .*\(repaired\)$" "repaired problem marked"
-ls "$D/lost+found" | grep -q 'msgpack$' || fail "original not kept in lost+found"
+compgen -G "$D/lost+found/*.msgpack" >/dev/null ||
+    fail "original not kept in lost+found"
 fsck "$D"
 expect_rc 0 "second run after -p"
 start_server "$D"
@@ -180,7 +181,7 @@ stop_server
 # ---- a torn WAL tail: tornTail, -p, reopen ----
 rm -rf "$D"
 cp -a "$T/pristine" "$D"
-W=$(cd "$D" && ls wal/*.wal | tail -n1)
+W=$(cd "$D" && find wal -name 'segment-*.wal' | sort | tail -n1)
 END=$(python3 - "$D/$W" <<'EOF'
 import sys
 b = open(sys.argv[1], 'rb').read()
@@ -214,4 +215,19 @@ expect_rc 1 "--repair"
 [ -f "$D/lost+found/db!drug!notes.txt" ] || fail "stray file kept in lost+found"
 fsck "$D"
 expect_rc 0 "second run after --repair"
+# ---- a backup made by stemedb-backup (when that tool is built) ----
+if [ -x "$SDB_BIN/stemedb-backup" ]; then
+    rm -rf "$D"
+    cp -a "$T/pristine" "$D"
+    BK=$("$SDB_BIN/stemedb-backup" --data-dir "$D" --dest "$T/backups" 2>"$T/bk.err" |
+        tail -n1)
+    [ -d "$BK" ] || fail "stemedb-backup made no backup: $(cat "$T/bk.err")"
+    fsck "$BK"
+    expect_rc 0 "a fresh backup"
+    BSEG=$(cd "$BK" && find db -name '@seg-*.msgpack' | sort | head -n1)
+    printf '\001' | dd of="$BK/$BSEG" bs=1 seek=3 conv=notrunc 2>/dev/null
+    fsck "$BK"
+    expect_rc 4 "a corrupt backup"
+    expect_line "^error in $BSEG @0: badChecksum: " "badChecksum in the backup"
+fi
 echo "all fsck CLI checks passed"

@@ -149,13 +149,9 @@ static sdb_db *open_store(const char *dir, bool create)
     return db;
 }
 
-static const char *const paths[] = {"drug/aspirin",
-                                    "drug/ibuprofen",
-                                    "gene/BRCA1",
-                                    "a b/c.d",
-                                    "indexes/x",
-                                    "\xc3\xbc"
-                                    "ber/alles"};
+static const char *const paths[] = {"drug/aspirin", "drug/ibuprofen",
+                                    "gene/BRCA1",   "a b/c.d",
+                                    "indexes/x",    "\303\274ber/alles"};
 
 static json_t *one(int i)
 {
@@ -565,6 +561,7 @@ static void test_fsck_truncated_wal_tail_is_torn_and_p_repairs_it(void **st)
             (!w || strcmp(files[i].rel, w->rel) < 0))
             w = &files[i]; /* the oldest */
     assert_true(n_wal >= 2);
+    assert_non_null(w);
     n = wal_records(w, offs, 4000);
     assert_true(n >= 1);
     for (size_t t = offs[n - 1]; t < offs[n]; t += 7) {
