@@ -1539,14 +1539,13 @@ static void load_snapshot(struct vctx *v)
                  v->snap_lsn, v->ckpt);
         add_fix(v, FIX_MOVE, SAFE, SNAP_REL, 0, 0);
         v->snap_bad = true;
-    } else if (v->have_meta && v->snap_lsn > v->meta.last_lsn) {
-        add_prob(v, SDB_FSCK_SNAPSHOT_MISMATCH, SNAP_REL, 24,
-                 "the snapshot is at LSN %" PRIu64 ", past last_lsn %" PRIu64
-                 " of metadata.json",
-                 v->snap_lsn, v->meta.last_lsn);
-        add_fix(v, FIX_MOVE, SAFE, SNAP_REL, 0, 0);
-        v->snap_bad = true;
     }
+    /*
+     * A snapshot past metadata.json's checkpoint is a checkpoint that
+     * stopped between writing the snapshot and metadata.json: the segments
+     * were synced first, so the next open adopts it.  Its entries are still
+     * checked against the segments below.
+     */
     free(dir);
     tick(v);
 }
