@@ -20,14 +20,11 @@
 
 #include "model.h"
 
-enum sdb_record_type {
-    SDB_REC_ASSERTION = 1,
-    SDB_REC_RETRACTION = 2
-};
+enum sdb_record_type { SDB_REC_ASSERTION = 1, SDB_REC_RETRACTION = 2 };
 
 struct sdb_record {
-    int type; /* sdb_record_type */
-    struct sdb_assertion a; /* when type == SDB_REC_ASSERTION */
+    int type;                /* sdb_record_type */
+    struct sdb_assertion a;  /* when type == SDB_REC_ASSERTION */
     struct sdb_retraction r; /* when type == SDB_REC_RETRACTION */
 };
 

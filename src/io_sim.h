@@ -25,9 +25,9 @@
 typedef struct sdb_iosim sdb_iosim;
 
 enum sdb_iosim_mode {
-    SDB_IOSIM_KEEP = 1 << 0,    /* unsynced writes may survive */
-    SDB_IOSIM_DROP = 1 << 1,    /* unsynced writes may vanish */
-    SDB_IOSIM_GARBLE = 1 << 2,  /* unsynced writes may turn to garbage */
+    SDB_IOSIM_KEEP = 1 << 0,   /* unsynced writes may survive */
+    SDB_IOSIM_DROP = 1 << 1,   /* unsynced writes may vanish */
+    SDB_IOSIM_GARBLE = 1 << 2, /* unsynced writes may turn to garbage */
     SDB_IOSIM_ALL = 7
 };
 

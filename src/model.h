@@ -64,7 +64,7 @@ struct sdb_assertion {
     json_t *value;      /* owned reference */
     double confidence;
     int tier;
-    char *source;       /* owned; NULL when absent */
+    char *source;                /* owned; NULL when absent */
     struct sdb_id *derived_from; /* owned array; NULL when n_derived == 0 */
     size_t n_derived;
     /* assigned at commit */
@@ -83,16 +83,16 @@ enum sdb_scope {
 
 struct sdb_retraction {
     bool by_id;
-    struct sdb_id target_id;  /* when by_id */
-    char *concept_path;       /* owned; when !by_id (without any "/\*") */
-    int scope;                /* SDB_SCOPE_EXACT or SDB_SCOPE_SUBTREE */
-    char *predicate;          /* owned; optional (NULL) */
-    char *reason;             /* owned; required */
+    struct sdb_id target_id; /* when by_id */
+    char *concept_path;      /* owned; when !by_id (without any "/\*") */
+    int scope;               /* SDB_SCOPE_EXACT or SDB_SCOPE_SUBTREE */
+    char *predicate;         /* owned; optional (NULL) */
+    char *reason;            /* owned; required */
     bool cascade;
     /* assigned at commit */
     struct sdb_id id;
     int64_t ts_us;
-    uint64_t *retracted;      /* owned; LSNs of assertions retracted by it */
+    uint64_t *retracted; /* owned; LSNs of assertions retracted by it */
     size_t n_retracted;
 };
 
@@ -100,11 +100,11 @@ void sdb_retraction_release(struct sdb_retraction *r);
 
 struct sdb_query_req {
     int scope;
-    char *concept_path;  /* owned; NULL for SDB_SCOPE_ALL; no "/\*" suffix */
-    char *predicate;     /* owned; optional */
+    char *concept_path; /* owned; NULL for SDB_SCOPE_ALL; no "/\*" suffix */
+    char *predicate;    /* owned; optional */
     int lens;
-    int limit;           /* 1 .. SDB_MAX_QUERY_LIMIT */
-    char *cursor;        /* owned; optional, opaque */
+    int limit;    /* 1 .. SDB_MAX_QUERY_LIMIT */
+    char *cursor; /* owned; optional, opaque */
     bool has_as_of;
     int64_t as_of_us;
     bool include_retracted;
@@ -149,8 +149,8 @@ int sdb_reason_check(const char *s, size_t len, const char *field,
  * fields and wrong types are rejected.  On success *out is a malloc'd array
  * of *n assertions (free each with sdb_assertion_release, then free()).
  */
-int sdb_assert_request_parse(json_t *req, struct sdb_assertion **out,
-                             size_t *n, sdb_error *err);
+int sdb_assert_request_parse(json_t *req, struct sdb_assertion **out, size_t *n,
+                             sdb_error *err);
 
 /*
  * Parse a retract request: {"id": ...} or {"concept_path": "a/b" | "a/\*",
@@ -169,8 +169,7 @@ int sdb_query_request_parse(json_t *req, struct sdb_query_req *out,
                             sdb_error *err);
 
 /* Fill err (if not NULL) with code, field and a printf-style message. */
-int sdb_error_set(sdb_error *err, int code, const char *field,
-                  const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+int sdb_error_set(sdb_error *err, int code, const char *field, const char *fmt,
+                  ...) __attribute__((format(printf, 4, 5)));
 
 #endif

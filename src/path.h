@@ -20,8 +20,8 @@
  * top: the component is the first of its path.  Returns the escaped length,
  * or -1 if it does not fit in cap or in 255 bytes.
  */
-int sdb_path_escape_component(const char *comp, size_t len, bool top,
-                              char *out, size_t cap);
+int sdb_path_escape_component(const char *comp, size_t len, bool top, char *out,
+                              size_t cap);
 
 /*
  * Unescape one file name back into a component.  Returns its length, or -1

@@ -427,8 +427,8 @@ SDB_API uint64_t sdb_view_cut_lsn(const sdb_view_cut *c);
 SDB_API int sdb_view_stat_path(sdb_view_cut *c, const char *rel,
                                sdb_view_stat *out);
 /* List directory rel of the cut: fn once per shown entry, any order. */
-SDB_API int sdb_view_list(sdb_view_cut *c, const char *rel,
-                          sdb_view_list_fn fn, void *arg);
+SDB_API int sdb_view_list(sdb_view_cut *c, const char *rel, sdb_view_list_fn fn,
+                          void *arg);
 /*
  * Open file rel of the cut for reading: *out_fd is a new read-only fd the
  * caller closes; read only [0, out->size) of it (the bytes past it are not
