@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "codec.h"
 #include "hash.h"
 #include "path.h"
@@ -54,22 +55,6 @@ const double *sdb_fsync_bucket_bounds(size_t *n)
 {
     *n = SDB_FSYNC_BUCKETS;
     return fsync_bounds;
-}
-
-static int64_t now_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 void sdb_db_log(const struct sdb_db *db, sdb_log_level level, const char *fmt,
@@ -148,7 +133,7 @@ static json_t *commit_json(struct sdb_id id, int64_t ts)
 
 static void stamp(struct sdb_db *db, struct sdb_id *id, int64_t *ts)
 {
-    int64_t now = now_us();
+    int64_t now = sdb_now_us();
 
     id->lsn = db->next_lsn++;
     id->salt = (uint32_t)next_rand(db);
@@ -512,7 +497,7 @@ static void periodic(struct sdb_db *db)
     if (sdb_wal_active_age_ms(db->wal) >= timeout)
         do_switch(db);
     if (atomic_load(&db->visible_lsn) > db->meta.checkpoint_lsn &&
-        (mono_ms() - db->last_ckpt_ms >= db->opt.checkpoint_interval_ms ||
+        (sdb_mono_ms() - db->last_ckpt_ms >= db->opt.checkpoint_interval_ms ||
          db->wal_bytes_since_ckpt >= db->opt.checkpoint_wal_bytes))
         do_checkpoint(db);
 }
@@ -603,10 +588,10 @@ int sdb_db_checkpoint_now(struct sdb_db *db)
         sdb_db_log(db, SDB_LOG_WARN, "WAL recycle failed: %s",
                    sdb_strerror(rc));
     db->wal_bytes_since_ckpt = 0;
-    db->last_ckpt_ms = mono_ms();
+    db->last_ckpt_ms = sdb_mono_ms();
     pthread_mutex_lock(&db->stats_lock);
     db->st.checkpoints++;
-    db->st.last_checkpoint_unix = now_us() / 1000000;
+    db->st.last_checkpoint_unix = sdb_now_us() / 1000000;
     pthread_mutex_unlock(&db->stats_lock);
     return 0;
 }

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "codec.h"
 #include "hash.h"
 #include "path.h"
@@ -31,14 +32,6 @@ static double elapsed_s(const struct timespec *t0)
     clock_gettime(CLOCK_MONOTONIC, &t1);
     return (double)(t1.tv_sec - t0->tv_sec) +
            (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
-}
-
-static int64_t now_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 /* ---- layout and LOCK ---- */
@@ -127,7 +120,7 @@ static int load_meta(struct sdb_db *db, sdb_error *err)
         if (getrandom(&db->meta.store_id, sizeof(db->meta.store_id), 0) < 0)
             return sdb_error_set(err, -errno, "", "getrandom: %s",
                                  strerror(errno));
-    db->meta.created_us = now_us();
+    db->meta.created_us = sdb_now_us();
     rc = sdb_meta_write(db->io, db->data_dir, &db->meta);
     if (rc < 0)
         sdb_error_set(err, rc, "metadata", "cannot write %s/metadata.json: %s",
@@ -734,7 +727,7 @@ static struct sdb_db *db_alloc(const sdb_options *opt)
     set_defaults(&db->opt);
     db->io = db->opt.io;
     db->lock_fd = -1;
-    db->start_us = now_us();
+    db->start_us = sdb_now_us();
     pthread_rwlockattr_init(&ra);
     pthread_rwlockattr_setkind_np(&ra,
                                   PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
@@ -746,7 +739,7 @@ static struct sdb_db *db_alloc(const sdb_options *opt)
     pthread_cond_init(&db->arch_cond, NULL);
     pthread_mutex_init(&db->stats_lock, NULL);
     if (getrandom(&db->rng, sizeof(db->rng), 0) < 0)
-        db->rng = (uint64_t)now_us();
+        db->rng = (uint64_t)sdb_now_us();
     return db;
 }
 

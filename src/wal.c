@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "hash.h"
 #include "model.h"
 
@@ -47,22 +48,6 @@ struct sdb_wal {
     uint64_t archived_total;
     uint64_t archive_failures;
 };
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static int64_t now_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static void wal_log(struct sdb_wal *wal, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -100,7 +85,7 @@ static void header_encode(unsigned char *h, uint64_t store_id, uint64_t seq,
     sdb_put_u64(h + 16, store_id);
     sdb_put_u64(h + 24, seq);
     sdb_put_u64(h + 32, first_lsn);
-    sdb_put_u64(h + 40, (uint64_t)now_us());
+    sdb_put_u64(h + 40, (uint64_t)sdb_now_us());
     sdb_put_u64(h + 56, sdb_hash64(h, 56, 0));
 }
 
@@ -612,7 +597,7 @@ int sdb_wal_append(struct sdb_wal *wal, uint64_t lsn, uint32_t count,
     wal->bytes_written += sizeof(h) + len;
     pthread_mutex_unlock(&wal->lock);
     if (!wal->active_first_write_ms)
-        wal->active_first_write_ms = now_ms();
+        wal->active_first_write_ms = sdb_mono_ms();
     return 0;
 }
 
@@ -627,7 +612,7 @@ uint64_t sdb_wal_active_age_ms(struct sdb_wal *wal)
 {
     if (!wal->active_first_write_ms)
         return 0;
-    return now_ms() - wal->active_first_write_ms;
+    return sdb_mono_ms() - wal->active_first_write_ms;
 }
 
 int sdb_wal_recycle(struct sdb_wal *wal, uint64_t lsn)
