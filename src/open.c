@@ -800,13 +800,10 @@ static void init_clock(struct sdb_db *db)
 
 static int start(struct sdb_db *db, sdb_error *err)
 {
-    struct timespec now;
     int rc;
 
     db->meta.restarts++;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    db->last_ckpt_ms =
-        (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
+    db->last_ckpt_ms = sdb_mono_ms();
     rc = sdb_segstore_sync(db->ss);
     if (rc == 0)
         rc = sdb_index_save(db->ix, db->io, db->idx_dir, db->meta.store_id,
