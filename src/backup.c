@@ -13,9 +13,12 @@
  * store's metadata.json (checkpoint C) is read first; then the WAL is copied
  * up to its last valid record (LSN B), which must cover (C, B] (otherwise a
  * checkpoint recycled segments meanwhile and the copy starts over); then
- * every concept's segments are copied up to the last record with LSN <= B.
+ * every concept's segments are copied up to the last record with LSN <= P,
+ * where P (C <= P <= B) is the last LSN such that the segments held every
+ * record of (C, P] when they were scanned (the writer fills the segments
+ * after the WAL, concept by concept, so they can lag B and have holes).
  * The index snapshot is derived data and not copied: the restore rebuilds it
- * from the segments (records <= C) and replays the WAL (records in (C, B]).
+ * from the segments and replays the WAL (records in (C, B]).
  *
  * File checksums in the manifest ("xxh3-64-chain-1m"): h = 0; for each
  * 1 MiB block (the last may be shorter) h = XXH3-64(block, seed h); an empty
@@ -410,6 +413,7 @@ struct bk {
     size_t meta_len;
     struct sdb_meta m;
     uint64_t lsn;                 /* B */
+    uint64_t db_lsn;              /* P: the concept segments are cut here */
     int64_t lsn_ts;               /* timestamp of record B (0 if unknown) */
     uint64_t first_wal_lsn;       /* header first LSN of the first segment */
     uint64_t n_assert, n_retract; /* WAL records in (C, B] */
@@ -418,6 +422,9 @@ struct bk {
     json_t *files;
     json_t *prev; /* previous manifest's files by path */
     const char *prev_dir;
+    struct concept_cut *cc; /* concepts scanned by the first pass */
+    size_t ncc, cccap;
+    unsigned char *seen; /* one bit per LSN in (C, B] found in segments */
     sdb_error *err;
 };
 
@@ -468,8 +475,8 @@ static int add_file(struct bk *b, const char *rel, const char *src,
         b->bytes += len;
     return 0;
 fail:
-    return sdb_error_set(b->err, rc, "backup", "cannot copy %s: %s", src,
-                         sdb_strerror(rc));
+    return sdb_error_set(b->err, rc, "backup", "cannot copy (%s): %s",
+                         sdb_strerror(rc), src);
 }
 
 /* Count assertions/retractions with LSN > after in one WAL payload; keep
@@ -525,17 +532,17 @@ static int walk_segment(const sdb_io *io, const char *path, uint64_t store,
         rc = sdb_io_pread_all(io, fd, h, sizeof(h), 0);
     if (rc == 0 && sdb_wal_parse_header(h, &hseq, &hstore, &first) < 0)
         rc = sdb_error_set(err, SDB_ECORRUPT, "wal",
-                           "%s @0: bad WAL segment header", path);
+                           "bad WAL segment header @0 of %s", path);
     if (rc == 0 && (hseq != seq || hstore != store))
         rc = sdb_error_set(err, SDB_ECORRUPT, "wal",
-                           "%s @0: header names segment %" PRIu64
-                           " of store %016" PRIx64,
-                           path, hseq, hstore);
+                           "header @0 names segment %" PRIu64
+                           " of store %016" PRIx64 ": %s",
+                           hseq, hstore, path);
     if (rc == 0 && *expect && first != *expect)
         rc = sdb_error_set(err, SDB_ECORRUPT, "wal",
-                           "LSN gap: %s starts at LSN %" PRIu64
-                           " but LSN %" PRIu64 " was expected",
-                           path, first, *expect);
+                           "LSN gap: segment starts at LSN %" PRIu64
+                           " but LSN %" PRIu64 " was expected: %s",
+                           first, *expect, path);
     if (rc < 0)
         goto out;
     *first_lsn = first;
@@ -597,6 +604,21 @@ static int bk_count(void *arg, uint64_t off, const unsigned char *rec,
                          &b->n_retract, &b->lsn_ts);
 }
 
+/* Parse the header of a WAL segment file read through io. */
+static int io_read_header(const sdb_io *io, const char *path)
+{
+    unsigned char h[SDB_WAL_HEADER_SIZE];
+    uint64_t seq, store, first;
+    int fd = io->open(io->ctx, path, O_RDONLY | O_CLOEXEC, 0), rc;
+
+    if (fd < 0)
+        return fd;
+    rc = sdb_io_pread_all(io, fd, h, sizeof(h), 0);
+    io->close(io->ctx, fd);
+    /* a file shorter than a header reads as SDB_ECORRUPT too */
+    return rc < 0 ? rc : sdb_wal_parse_header(h, &seq, &store, &first);
+}
+
 /* 1: copied and covers (C, B]; 0: a checkpoint raced us (retry); <0. */
 static int copy_wal(struct bk *b)
 {
@@ -620,6 +642,18 @@ static int copy_wal(struct bk *b)
         }
         sdb_wal_segment_name(seqs[i], name);
         pathf(path, sizeof(path), "%s/%s", dir, name);
+        if (i && i + 1 == n) {
+            /* a switch creates the file before it writes the header, and
+             * appends to it only after that: a newest segment without a
+             * valid header yet holds no record, so the copy ends before it */
+            int hr = io_read_header(b->io, path);
+            if (hr == -ENOENT) {
+                free(seqs);
+                return 0;
+            }
+            if (hr == SDB_ECORRUPT)
+                break;
+        }
         rc = walk_segment(b->io, path, b->m.store_id, seqs[i], &expect, &first,
                           &used, &fsize, bk_count, b, b->err);
         if (rc == -ENOENT) {
@@ -647,24 +681,45 @@ static int copy_wal(struct bk *b)
     return 1;
 }
 
+/*
+ * Cutting the concept segments.  The directories are scanned one after
+ * another while the writer keeps going, and the writer puts a record into
+ * its concept segment only after the WAL holds it.  A scan cut at B can
+ * therefore hold record L+1 of a concept scanned late but miss record L of
+ * a concept scanned early (or of a directory created during the walk).
+ * A restore rebuilds the index from the segments and then replays the WAL
+ * in LSN order, which needs the segments to hold every record up to some
+ * LSN P and none after it; otherwise the replay of L lands behind L+1 and
+ * the open fails.  So the copy takes two passes: scan every concept (records
+ * <= C are always there, records in (C, B] are noted), take P = the last LSN
+ * with all of (C, P] seen, then copy every concept cut at P.  The records
+ * in (P, B] reach the restore through the WAL copy, which covers (C, B].
+ */
+struct tailrec {
+    uint64_t lsn;
+    uint64_t end; /* end offset of the record in its data file */
+    uint32_t segno;
+};
+
 struct cut {
-    uint64_t max_lsn;
+    uint64_t ckpt, max_lsn; /* C and B */
+    unsigned char *seen;    /* shared: one bit per LSN in (C, B] */
     uint32_t nseg;
     uint64_t *data_end; /* per segno (1-based), bytes kept */
     uint64_t *count;    /* records kept */
+    struct tailrec *t;  /* records in (C, B], in scan order */
+    size_t nt, tcap;
 };
 
-static int cut_record(void *arg, uint64_t lsn, int type,
-                      const struct sdb_loc *loc, const unsigned char *rec)
-{
-    struct cut *c = arg;
+struct concept_cut {
+    char *rel;
+    struct cut c;
+};
 
-    (void)type;
-    (void)rec;
-    if (lsn > c->max_lsn)
-        return 0;
-    if (loc->segno > c->nseg) {
-        uint32_t n = loc->segno + 8;
+static int cut_keep(struct cut *c, uint32_t segno, uint64_t end)
+{
+    if (segno > c->nseg) {
+        uint32_t n = segno + 8;
         uint64_t *d = realloc(c->data_end, (n + 1) * sizeof(*d));
         uint64_t *k = d ? realloc(c->count, (n + 1) * sizeof(*k)) : NULL;
         if (d)
@@ -676,9 +731,42 @@ static int cut_record(void *arg, uint64_t lsn, int type,
             c->data_end[i] = c->count[i] = 0;
         c->nseg = n;
     }
-    c->data_end[loc->segno] = (uint64_t)loc->off + loc->len;
-    c->count[loc->segno]++;
+    c->data_end[segno] = end;
+    c->count[segno]++;
     return 0;
+}
+
+static int cut_record(void *arg, uint64_t lsn, int type,
+                      const struct sdb_loc *loc, const unsigned char *rec)
+{
+    struct cut *c = arg;
+    uint64_t end = (uint64_t)loc->off + loc->len, k;
+
+    (void)type;
+    (void)rec;
+    if (lsn > c->max_lsn)
+        return 0;
+    if (lsn <= c->ckpt)
+        return cut_keep(c, loc->segno, end);
+    if (c->nt == c->tcap) {
+        size_t n = c->tcap ? c->tcap * 2 : 16;
+        struct tailrec *t = realloc(c->t, n * sizeof(*t));
+        if (!t)
+            return SDB_ENOMEM;
+        c->t = t;
+        c->tcap = n;
+    }
+    c->t[c->nt++] = (struct tailrec){lsn, end, loc->segno};
+    k = lsn - c->ckpt - 1;
+    c->seen[k / 8] |= (unsigned char)(1u << (k % 8));
+    return 0;
+}
+
+static void cut_free(struct cut *c)
+{
+    free(c->data_end);
+    free(c->count);
+    free(c->t);
 }
 
 static int concept_hash(const char *rel, uint64_t *chash)
@@ -695,28 +783,56 @@ static int concept_hash(const char *rel, uint64_t *chash)
     return 0;
 }
 
-/* Copy one concept directory's segments cut at b->lsn. */
-static int copy_concept(struct bk *b, const char *rel)
+/* First pass: scan one concept directory and remember its cut points. */
+static int scan_concept(struct bk *b, const char *rel)
 {
-    char db[PATHMAX], bad[512], src[PATHMAX], r2[PATHMAX], dname[32], iname[32];
+    char db[PATHMAX], bad[512];
     struct sdb_seginfo si = {0};
-    struct cut c = {.max_lsn = b->lsn};
+    struct concept_cut *cc;
     int rc;
 
     if (concept_hash(rel, &si.chash) < 0)
         return 0; /* not a concept directory: the store ignores it too */
+    if (b->ncc == b->cccap) {
+        size_t n = b->cccap ? b->cccap * 2 : 64;
+        struct concept_cut *v = realloc(b->cc, n * sizeof(*v));
+        if (!v)
+            return SDB_ENOMEM;
+        b->cc = v;
+        b->cccap = n;
+    }
+    cc = &b->cc[b->ncc];
+    memset(cc, 0, sizeof(*cc));
+    cc->c.ckpt = b->m.checkpoint_lsn;
+    cc->c.max_lsn = b->lsn;
+    cc->c.seen = b->seen;
+    if (!(cc->rel = strdup(rel)))
+        return SDB_ENOMEM;
+    b->ncc++;
     si.dir = (char *)rel;
     pathf(db, sizeof(db), "%s/db", b->data_dir);
-    rc = sdb_seg_scan(b->io, db, &si, b->m.store_id, cut_record, &c, bad,
+    rc = sdb_seg_scan(b->io, db, &si, b->m.store_id, cut_record, &cc->c, bad,
                       sizeof(bad));
-    if (rc < 0) {
+    if (rc < 0)
         sdb_error_set(b->err, rc, "db", "cannot scan %s/%s: %s", db, rel,
                       sdb_strerror(rc));
-        goto out;
-    }
-    for (uint32_t s = 1; s <= c.nseg && c.count[s]; s++) {
+    return rc;
+}
+
+/* Second pass: copy one concept's segments cut at b->db_lsn (P). */
+static int copy_concept(struct bk *b, struct concept_cut *cc)
+{
+    char src[PATHMAX], r2[PATHMAX], dname[32], iname[32], db[PATHMAX];
+    struct cut *c = &cc->c;
+    int rc = 0;
+
+    for (size_t i = 0; i < c->nt && c->t[i].lsn <= b->db_lsn; i++)
+        if ((rc = cut_keep(c, c->t[i].segno, c->t[i].end)) < 0)
+            return rc;
+    pathf(db, sizeof(db), "%s/db", b->data_dir);
+    for (uint32_t s = 1; s <= c->nseg && c->count[s]; s++) {
         if (s == 1) {
-            pathf(r2, sizeof(r2), "db/%s", rel);
+            pathf(r2, sizeof(r2), "db/%s", cc->rel);
             rc = sdb_io_mkdirs(b->io, b->tmp, r2);
             if (rc < 0) {
                 sdb_error_set(b->err, rc, "backup", "cannot create %s/%s",
@@ -725,21 +841,18 @@ static int copy_concept(struct bk *b, const char *rel)
             }
         }
         sdb_seg_file_names(s, dname, iname);
-        pathf(src, sizeof(src), "%s/%s/%s", db, rel, dname);
-        pathf(r2, sizeof(r2), "db/%s/%s", rel, dname);
-        rc = add_file(b, r2, src, c.data_end[s]);
+        pathf(src, sizeof(src), "%s/%s/%s", db, cc->rel, dname);
+        pathf(r2, sizeof(r2), "db/%s/%s", cc->rel, dname);
+        rc = add_file(b, r2, src, c->data_end[s]);
         if (rc < 0)
             break;
-        pathf(src, sizeof(src), "%s/%s/%s", db, rel, iname);
-        pathf(r2, sizeof(r2), "db/%s/%s", rel, iname);
+        pathf(src, sizeof(src), "%s/%s/%s", db, cc->rel, iname);
+        pathf(r2, sizeof(r2), "db/%s/%s", cc->rel, iname);
         rc = add_file(b, r2, src,
-                      SDB_IDX_HEADER_SIZE + c.count[s] * SDB_IDX_ENTRY_SIZE);
+                      SDB_IDX_HEADER_SIZE + c->count[s] * SDB_IDX_ENTRY_SIZE);
         if (rc < 0)
             break;
     }
-out:
-    free(c.data_end);
-    free(c.count);
     return rc;
 }
 
@@ -769,12 +882,45 @@ static int walk_db(struct bk *b, const char *rel)
         if (lstat(full, &st) < 0 || !S_ISDIR(st.st_mode))
             continue;
         pathf(child, sizeof(child), "%s%s%s", rel, *rel ? "/" : "", de->d_name);
-        rc = copy_concept(b, child);
+        rc = scan_concept(b, child);
         if (rc == 0 && de->d_name[0] != '@')
             rc = walk_db(b, child);
     }
     closedir(d);
     return rc;
+}
+
+/* Both passes over db/: scan, choose P, copy cut at P. */
+static int copy_db(struct bk *b)
+{
+    uint64_t span = b->lsn - b->m.checkpoint_lsn, k;
+    int rc;
+
+    b->seen = calloc(span / 8 + 1, 1);
+    if (!b->seen)
+        return SDB_ENOMEM;
+    rc = walk_db(b, "");
+    if (rc < 0)
+        return rc;
+    for (k = 0; k < span && (b->seen[k / 8] >> (k % 8)) & 1; k++)
+        ;
+    b->db_lsn = b->m.checkpoint_lsn + k;
+    for (size_t i = 0; rc == 0 && i < b->ncc; i++)
+        rc = copy_concept(b, &b->cc[i]);
+    return rc;
+}
+
+static void free_cuts(struct bk *b)
+{
+    for (size_t i = 0; i < b->ncc; i++) {
+        free(b->cc[i].rel);
+        cut_free(&b->cc[i].c);
+    }
+    free(b->cc);
+    free(b->seen);
+    b->cc = NULL;
+    b->seen = NULL;
+    b->ncc = b->cccap = 0;
 }
 
 /* fsync every directory below (and including) path. */
@@ -1011,7 +1157,7 @@ int sdb_backup_create(const sdb_backup_opts *o, json_t **out, sdb_error *err)
                            "attempts); try again",
                            MAX_ATTEMPTS);
     if (rc == 1)
-        rc = walk_db(&b, "");
+        rc = copy_db(&b);
     if (rc == 0) {
         char dst[PATHMAX];
 
@@ -1076,6 +1222,7 @@ int sdb_backup_create(const sdb_backup_opts *o, json_t **out, sdb_error *err)
     json_decref(b.files);
     json_decref(b.prev);
     free(b.meta_buf);
+    free_cuts(&b);
     return rc < 0 ? rc : 0;
 }
 
@@ -1183,9 +1330,10 @@ static int chain_rec(void *arg, uint64_t off, const unsigned char *rec,
             int64_t ts;
 
             if (sdb_codec_unpack(p + po, plen - po, &used, &r, NULL) < 0)
-                return sdb_error_set(
-                    c->err, SDB_ECORRUPT, "wal",
-                    "%s @%" PRIu64 ": a record does not decode", s->path, off);
+                return sdb_error_set(c->err, SDB_ECORRUPT, "wal",
+                                     "a record does not decode @%" PRIu64
+                                     " of %s",
+                                     off, s->path);
             rl2 = r.type == SDB_REC_ASSERTION ? r.a.id.lsn : r.r.id.lsn;
             ts = r.type == SDB_REC_ASSERTION ? r.a.ts_us : r.r.ts_us;
             sdb_record_release(&r);
@@ -1347,8 +1495,8 @@ static int build_chain(const char *backup, const char *archive, struct chain *c,
                           &first, &used, &fsize, chain_rec, c, c->err);
         if (rc < 0) {
             if (!c->err->code)
-                sdb_error_set(c->err, rc, "wal", "%s: %s", s->path,
-                              sdb_strerror(rc));
+                sdb_error_set(c->err, rc, "wal", "%s: %s", sdb_strerror(rc),
+                              s->path);
             break;
         }
         s->first_lsn = first;
@@ -1366,10 +1514,9 @@ static int build_chain(const char *backup, const char *archive, struct chain *c,
                 for (ssize_t q = 0; q < k; q++)
                     if (z[q]) {
                         rc = sdb_error_set(c->err, SDB_ECORRUPT, "wal",
-                                           "%s @%" PRIu64
-                                           ": invalid WAL record (expected "
-                                           "LSN %" PRIu64 ")",
-                                           s->path, used, expect);
+                                           "invalid WAL record @%" PRIu64
+                                           " (expected LSN %" PRIu64 ") of %s",
+                                           used, expect, s->path);
                         break;
                     }
                 o += (uint64_t)k;
@@ -1378,9 +1525,9 @@ static int build_chain(const char *backup, const char *archive, struct chain *c,
                 close(fd);
             if (rc == 0 && i + 1 < c->n)
                 rc = sdb_error_set(c->err, SDB_ECORRUPT, "wal",
-                                   "%s ends at LSN %" PRIu64
-                                   " but a later segment follows",
-                                   s->path, expect - 1);
+                                   "segment ends at LSN %" PRIu64
+                                   " but a later segment follows: %s",
+                                   expect - 1, s->path);
         }
     }
     if (rc == 0 && c->stop) {
@@ -1518,6 +1665,18 @@ static int trial_open(const char *dir, sdb_log_fn log, void *log_arg,
 }
 
 /* ---- verify ---- */
+
+/* msg with every "dir/" removed in place: the engine's messages name the
+ * scratch directory's files, whose long path would crowd out the reason. */
+static const char *relative_to(char *msg, const char *dir)
+{
+    size_t dl = strlen(dir);
+    char *p;
+
+    while (dl && (p = strstr(msg, dir)) != NULL && p[dl] == '/')
+        memmove(p, p + dl + 1, strlen(p + dl + 1) + 1);
+    return msg;
+}
 
 static void problem(json_t *problems, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -1690,7 +1849,8 @@ int sdb_backup_verify(const char *backup, const char *wal_archive, bool trial,
                         " assertions, the manifest says %" PRIu64,
                         st.assertion_count, ju64(doc, "assertion_count"));
         } else {
-            problem(problems, "trial restore failed: %s", terr.message);
+            problem(problems, "trial restore failed: %s",
+                    relative_to(terr.message, scratch));
         }
         chain_free(&c);
         rmrf(scratch);
@@ -1705,9 +1865,9 @@ int sdb_backup_verify(const char *backup, const char *wal_archive, bool trial,
                             json_integer((json_int_t)st.assertion_count));
     rc = json_array_size(problems) ? SDB_ECORRUPT : 0;
     if (rc)
-        sdb_error_set(err, rc, "backup", "%s: %zu problem(s), first: %s",
-                      backup, json_array_size(problems),
-                      json_string_value(json_array_get(problems, 0)));
+        sdb_error_set(err, rc, "backup", "%zu problem(s), first: %s; in %s",
+                      json_array_size(problems),
+                      json_string_value(json_array_get(problems, 0)), backup);
     if (out)
         *out = rep;
     else
