@@ -25,10 +25,14 @@
  *      between the two checkpoints may have been recycled between 1 and 3,
  *      so the whole capture is retried.
  *   5. Segment and idx files are read later, whenever a copier gets to
- *      them, and are cut to the valid idx prefix whose LSNs are <= L.  The
- *      server appends to segments only after the WAL record is written, and
- *      only ever appends, so that prefix is the same whenever it is read,
- *      holds every record <= C, and never holds a record the WAL copy lacks.
+ *      them.  At the cut's first look at a concept directory, each of its
+ *      segments is pinned to its valid idx prefix whose LSNs are <= L, and
+ *      the cut shows those lengths from then on.  The server appends to a
+ *      segment only after the WAL record is written, so records <= L may
+ *      still be arriving: the prefix read later could be longer, and an
+ *      .idx and its .msgpack read at different times would disagree.  The
+ *      pin holds every record <= C (checkpointed before step 1) and never
+ *      a record the WAL copy lacks; what <= L it lacks is in the WAL copy.
  * Recovery on the copy then either loads index.snap (S in [C, L]: the
  * segments hold at least its lengths, the WAL holds S+1..L) or rebuilds
  * from the segments (all records <= C present, counts match metadata) and
@@ -102,9 +106,13 @@ struct mtime_slot {
     struct timespec mtime;
 };
 
-/* A file the server replaces by rename (metadata.json, index.snap). */
+/* One version of a file the server replaces by rename (metadata.json,
+ * index.snap).  The inode alone does not name a version: the file system
+ * hands a freed inode number to the next file created, so the versions of
+ * metadata.json cycle through a few inode numbers. */
 struct repl_slot {
-    uint64_t ino;
+    uint64_t ino, size;
+    struct timespec real, ctime; /* st_mtim and st_ctim of that version */
     struct timespec shown;
 };
 #define REPL_HIST 8
@@ -112,6 +120,8 @@ struct repl_slot {
 struct wal_slot {
     uint64_t ino, seq, store_id;
     uint64_t end, first_lsn, last_lsn;
+    uint64_t shown_end; /* the length shown_mtime goes with */
+    struct timespec shown_mtime;
 };
 
 struct sdb_view {
@@ -136,8 +146,20 @@ struct cut_wal {
     uint64_t seq, first_lsn, last_lsn, len;
     int fd;
     struct stat st;
+    struct timespec mtime; /* shown: the same for as long as len is */
     char name[40];
 };
+
+/*
+ * What a cut shows of one concept directory, fixed at the first look at
+ * any of its segment files (see step 5 of the header comment).
+ */
+struct dir_pin {
+    char *dir;   /* escaped, relative to db/; owned; NULL: a free slot */
+    uint32_t n;  /* entries in k */
+    uint32_t *k; /* [segno - 1]: records shown, PIN_HIDDEN if none; owned */
+};
+#define PIN_HIDDEN UINT32_MAX
 
 struct sdb_view_cut {
     struct sdb_view *v;
@@ -156,6 +178,8 @@ struct sdb_view_cut {
     uint64_t snap_lsn;
     struct cut_wal *wal;
     size_t n_wal;
+    struct dir_pin *pins;    /* open addressing on str_hash(dir); power of 2 */
+    size_t n_pins, cap_pins; /* protected by v->lock */
 };
 
 /* ---- small helpers ---- */
@@ -208,17 +232,21 @@ static int read_fd(int fd, size_t max, char **out, size_t *len)
 }
 
 /*
- * The mtime shown for a file cut at len bytes: the real mtime when this
- * (inode, length) is first seen, and the same one afterwards, so a cut
- * that did not grow keeps its mtime while the server appends past it
- * (rsync's quick check then skips it).  Under v->lock.
+ * The mtime shown for a segment file cut at len bytes.  Shown whole, it
+ * is the real one.  Shown shorter, it is the mtime first seen for this
+ * (inode, length), so a cut that did not grow keeps its mtime while the
+ * server appends past it (rsync's quick check then skips it).  The whole
+ * case must not depend on that memory: the slots are direct-mapped, and
+ * a first look taken while the last record was being appended may have
+ * seen an older mtime, so an eviction would change what an unchanged
+ * file shows.  Under v->lock.
  */
 static struct timespec stable_mtime(struct sdb_view *v, uint64_t ino,
                                     uint64_t len, const struct stat *real)
 {
     struct mtime_slot *s = &v->mtimes[mix(ino, len) % MTIME_SLOTS];
 
-    if (s->ino != ino || s->len != len) {
+    if ((uint64_t)real->st_size == len || s->ino != ino || s->len != len) {
         s->ino = ino;
         s->len = len;
         s->mtime = real->st_mtim;
@@ -227,7 +255,7 @@ static struct timespec stable_mtime(struct sdb_view *v, uint64_t ino,
 }
 
 /*
- * The mtime shown for a version (inode) of a file the server replaces:
+ * The mtime shown for a version of a file the server replaces:
  * its real mtime, moved on to the next second when an earlier version was
  * shown with the same or a later second.  rsync's quick check compares
  * size and whole seconds, and metadata.json keeps its size across
@@ -241,13 +269,20 @@ static struct timespec replaced_mtime(struct sdb_view *v, int which,
     struct timespec t = real->st_mtim;
 
     for (size_t i = 0; i < REPL_HIST; i++)
-        if (h[i].ino == (uint64_t)real->st_ino)
+        if (h[i].ino == (uint64_t)real->st_ino &&
+            h[i].size == (uint64_t)real->st_size &&
+            h[i].real.tv_sec == t.tv_sec && h[i].real.tv_nsec == t.tv_nsec &&
+            h[i].ctime.tv_sec == real->st_ctim.tv_sec &&
+            h[i].ctime.tv_nsec == real->st_ctim.tv_nsec)
             return h[i].shown;
     for (size_t i = 0; i < REPL_HIST; i++)
         if (h[i].ino && h[i].shown.tv_sec >= t.tv_sec)
             t.tv_sec = h[i].shown.tv_sec + 1;
     s = &h[v->repl_next[which]++ % REPL_HIST];
     s->ino = (uint64_t)real->st_ino;
+    s->size = (uint64_t)real->st_size;
+    s->real = real->st_mtim;
+    s->ctime = real->st_ctim;
     s->shown = t;
     return t;
 }
@@ -481,34 +516,140 @@ static bool seg_name(const char *name, uint32_t *segno, bool *is_idx)
     return *is_idx || strcmp(name, d) == 0;
 }
 
+/* Records shown of each segment of scan s in cut c, as they are now. */
+static int pin_fill(const struct sdb_view_cut *c, const struct dir_scan *s,
+                    struct dir_pin *p)
+{
+    p->n = s->nseg;
+    p->k = p->n ? calloc(p->n, sizeof(*p->k)) : NULL;
+    if (p->n && !p->k)
+        return SDB_ENOMEM;
+    for (uint32_t i = 0; i < p->n; i++)
+        p->k[i] = s->data_st[i].st_ino == 0
+                      ? PIN_HIDDEN
+                      : count_upto(&s->parts[i], c->lsn_max);
+    return 0;
+}
+
+/* Double the pin table of c (rehashing).  Under v->lock. */
+static int pins_grow(struct sdb_view_cut *c)
+{
+    size_t cap = c->cap_pins ? c->cap_pins * 2 : 64;
+    struct dir_pin *t = calloc(cap, sizeof(*t));
+
+    if (!t)
+        return SDB_ENOMEM;
+    for (size_t i = 0; i < c->cap_pins; i++) {
+        size_t j;
+        if (!c->pins[i].dir)
+            continue;
+        for (j = str_hash(c->pins[i].dir) & (cap - 1); t[j].dir;
+             j = (j + 1) & (cap - 1))
+            ;
+        t[j] = c->pins[i];
+    }
+    free(c->pins);
+    c->pins = t;
+    c->cap_pins = cap;
+    return 0;
+}
+
+/*
+ * The pin of dir in cut c, made from scan s at the first look.  Why: L
+ * comes from the WAL, and the server appends a record to its segment only
+ * after the WAL write, so records <= L may still be arriving in segments
+ * after the cut is taken.  Reading the count <= L afresh at each stat
+ * would show an .idx and its .msgpack (or one file at listing and at
+ * open) at different lengths.  A pin holds every record <= C (step 1);
+ * anything <= L it lacks is in the copied WAL.  Under v->lock.
+ */
+static int pin_get(struct sdb_view_cut *c, const char *dir,
+                   const struct dir_scan *s, const struct dir_pin **out)
+{
+    struct dir_pin *p;
+    size_t j;
+    int rc = 0;
+
+    if (2 * (c->n_pins + 1) > c->cap_pins && (rc = pins_grow(c)) < 0)
+        return rc;
+    for (j = str_hash(dir) & (c->cap_pins - 1); c->pins[j].dir;
+         j = (j + 1) & (c->cap_pins - 1))
+        if (strcmp(c->pins[j].dir, dir) == 0) {
+            *out = &c->pins[j];
+            return 0;
+        }
+    p = &c->pins[j];
+    rc = pin_fill(c, s, p);
+    if (rc == 0 && !(p->dir = strdup(dir)))
+        rc = SDB_ENOMEM;
+    if (rc < 0) {
+        free(p->k);
+        memset(p, 0, sizeof(*p));
+        return rc;
+    }
+    c->n_pins++;
+    *out = p;
+    return 0;
+}
+
+static void pins_free(struct sdb_view_cut *c)
+{
+    for (size_t i = 0; i < c->cap_pins; i++) {
+        free(c->pins[i].dir);
+        free(c->pins[i].k);
+    }
+    free(c->pins);
+    c->pins = NULL;
+    c->n_pins = c->cap_pins = 0;
+}
+
+/* Records of segment segno that cut c shows; PIN_HIDDEN if it hides it. */
+static int seg_shown(struct sdb_view_cut *c, const char *dir,
+                     const struct dir_scan *s, uint32_t segno, uint32_t *out)
+{
+    const struct dir_pin *p;
+    int rc;
+
+    *out = PIN_HIDDEN;
+    if (segno > s->nseg || s->data_st[segno - 1].st_ino == 0)
+        return 0;
+    if (c->live) {
+        *out = s->parts[segno - 1].n;
+        return 0;
+    }
+    rc = pin_get(c, dir, s, &p);
+    if (rc == 0 && segno <= p->n && p->k[segno - 1] != PIN_HIDDEN)
+        *out = p->k[segno - 1] < s->parts[segno - 1].n ? p->k[segno - 1]
+                                                       : s->parts[segno - 1].n;
+    return rc;
+}
+
 /* Stat of one segment file in a cut. */
 static int seg_stat(struct sdb_view_cut *c, const char *dir, uint32_t segno,
                     bool is_idx, sdb_view_stat *out)
 {
     struct sdb_view *v = c->v;
     struct dir_scan *s;
+    const struct seg_part *part;
     const struct stat *real;
-    uint32_t k;
+    uint32_t k = PIN_HIDDEN;
     uint64_t len, full;
     int rc;
 
     pthread_mutex_lock(&v->lock);
     rc = get_scan(v, dir, &s);
-    if (rc == 0 && (segno > s->nseg || s->data_st[segno - 1].st_ino == 0))
+    if (rc == 0)
+        rc = seg_shown(c, dir, s, segno, &k);
+    if (rc == 0 && k == PIN_HIDDEN)
         rc = SDB_ENOTFOUND;
     if (rc < 0)
         goto unlock;
-    k = count_upto(&s->parts[segno - 1], c->lsn_max);
+    part = &s->parts[segno - 1];
     real = is_idx ? &s->idx_st[segno - 1] : &s->data_st[segno - 1];
     len = is_idx ? SDB_IDX_HEADER_SIZE + (uint64_t)k * SDB_IDX_ENTRY_SIZE
-                 : (k ? s->parts[segno - 1].v[k - 1].data_end : 0);
-    full =
-        is_idx
-            ? SDB_IDX_HEADER_SIZE +
-                  (uint64_t)s->parts[segno - 1].n * SDB_IDX_ENTRY_SIZE
-            : (s->parts[segno - 1].n
-                   ? s->parts[segno - 1].v[s->parts[segno - 1].n - 1].data_end
-                   : 0);
+                 : (k ? part->v[k - 1].data_end : 0);
+    full = is_idx ? SDB_IDX_HEADER_SIZE + (uint64_t)part->n * SDB_IDX_ENTRY_SIZE
+                  : (part->n ? part->v[part->n - 1].data_end : 0);
     fill_stat(out, real, false);
     out->size = len;
     out->mtime = stable_mtime(v, out->ino, len, real);
@@ -589,8 +730,16 @@ static int wal_capture(struct sdb_view_cut *c, struct cut_wal *w)
         slot->first_lsn = first;
         slot->last_lsn = first - 1;
         slot->end = SDB_WAL_HEADER_SIZE;
+        slot->shown_end = 0;
     }
     rc = wal_extend(w->fd, sdb_wal_seed(sid, seq), slot);
+    if (slot->shown_end != slot->end) {
+        /* A WAL file is preallocated, so it is never shown whole: keep its
+         * mtime per length here (no eviction, unlike stable_mtime). */
+        slot->shown_end = slot->end;
+        slot->shown_mtime = w->st.st_mtim;
+    }
+    w->mtime = slot->shown_mtime;
     st = *slot;
     pthread_mutex_unlock(&v->lock);
     w->first_lsn = st.first_lsn;
@@ -803,6 +952,7 @@ static void cut_clear(struct sdb_view_cut *c)
     if (c->snap_fd >= 0)
         close(c->snap_fd);
     free(c->meta_buf);
+    pins_free(c);
     c->meta_buf = NULL;
     c->meta_fd = c->snap_fd = -1;
     c->has_meta = false;
@@ -969,9 +1119,7 @@ static void wal_stat(struct sdb_view_cut *c, size_t i, sdb_view_stat *out)
 
     fill_stat(out, &w->st, false);
     out->size = w->len;
-    pthread_mutex_lock(&c->v->lock);
-    out->mtime = stable_mtime(c->v, out->ino, w->len, &w->st);
-    pthread_mutex_unlock(&c->v->lock);
+    out->mtime = w->mtime;
     out->can_grow = i + 1 == c->n_wal;
 }
 

@@ -2,8 +2,10 @@
 # test_fuse_mount.sh - stemedb-fuse mounted for real (RELIABILITY.md M13):
 # listing, stat, assertions.json for escaped names, deep paths and
 # retractions, health.json, stable inode numbers, the data/ view cut at
-# committed records, EROFS for every write, fuzzed lookups, clean unmount
-# on SIGTERM, and fusermount3 -u after kill -9.
+# committed records, segment lengths fixed for the life of a cut, a new
+# metadata.json version in a reused inode number taken by an incremental
+# rsync, EROFS for every write, fuzzed lookups, clean unmount on SIGTERM,
+# and fusermount3 -u after kill -9.
 set -u
 SDB_BIN=${SDB_BIN:-$(pwd)/build/bin}
 WRITER=$SDB_BIN/../tests/fuse_writer
@@ -65,6 +67,51 @@ printf 'SMDR-garbage-torn-tail' | dd of="$D/wal/$W" bs=1 seek="$wl" conv=notrunc
 sleep 1.2
 [ "$(stat -c %s "$MNT/data/wal/$W")" = "$wl" ] || fail "torn WAL bytes shown"
 dd if=/dev/zero of="$D/wal/$W" bs=1 seek="$wl" count=22 conv=notrunc 2>/dev/null
+
+# --- data/: a process's cut fixes each concept's segment lengths at its
+# first look.  The server appends a record to its segment only after the
+# WAL write, so a record <= the cut's LSN can land later; neither it nor
+# a mix (an .idx without its .msgpack bytes) may then show in that cut.
+S=$D/db/medicine/ibuprofen
+python3 - "$MNT/data/db/medicine/ibuprofen" "$S" <<'EOF' || fail "segment lengths moved within one cut"
+import os, struct, sys
+mnt, real = sys.argv[1], sys.argv[2]
+idx, msg = "@seg-000001.idx", "@seg-000001.msgpack"
+ib = open(os.path.join(real, idx), "rb").read()
+mb = open(os.path.join(real, msg), "rb").read()
+off = struct.unpack_from("<Q", ib, len(ib) - 32 + 8)[0]
+# the last record is in the WAL, its segment append not done yet
+os.truncate(os.path.join(real, idx), len(ib) - 32)
+os.truncate(os.path.join(real, msg), off)
+a = os.stat(os.path.join(mnt, idx)).st_size  # the first look
+with open(os.path.join(real, msg), "ab") as f:  # the append lands
+    f.write(mb[off:])
+with open(os.path.join(real, idx), "ab") as f:
+    f.write(ib[len(ib) - 32:])
+b = os.stat(os.path.join(mnt, msg)).st_size
+with open(os.path.join(mnt, msg), "rb") as f:
+    n = len(f.read())
+c = os.stat(os.path.join(mnt, idx)).st_size
+print("idx %d/%d msgpack %d/%d read %d, idx again %d" % (a, len(ib), b, len(mb), n, c))
+sys.exit(0 if (a, b, n, c) == (len(ib) - 32, off, off, len(ib) - 32) else 1)
+EOF
+[ "$(stat -c %s "$MNT/data/db/medicine/ibuprofen/@seg-000001.msgpack")" = "$(stat -c %s "$S/@seg-000001.msgpack")" ] ||
+    fail "a new process does not see the appended record"
+
+# --- data/metadata.json: a new version that gets the inode number of a
+# version shown before (file systems hand out freed numbers at once) shows
+# a new mtime, so an incremental rsync takes it even at the same size
+rsync -a "$MNT/data/" "$T/c1/" || fail "rsync"
+ln "$D/metadata.json" "$T/meta.old" # keeps the old inode number in use
+"$WRITER" "$D" assert 10 2 || fail "assert"
+[ "$(stat -c %s "$D/metadata.json")" = "$(stat -c %s "$T/c1/metadata.json")" ] ||
+    fail "test setup: metadata.json changed size"
+cat "$D/metadata.json" >"$T/meta.old" # the new version in the old inode
+mv "$T/meta.old" "$D/metadata.json"
+rsync -a "$MNT/data/" "$T/c1/" || fail "rsync again"
+cmp -s "$D/metadata.json" "$T/c1/metadata.json" ||
+    fail "an incremental rsync kept the old metadata.json"
+"$WRITER" "$T/c1" clean || fail "incremental copy not clean"
 
 # --- assertions.json: retractions, deep paths, escaped names
 A=$MNT/concepts/medicine/aspirin/dosage/assertions.json

@@ -60,7 +60,8 @@ grep -q " $MNT " /proc/mounts || fail "mount: $(cat "$T/fuse.log")"
 # checkpoints: WAL switches and recycling happen during the copies)
 "$WRITER" "$D" loop 120 "$T/cnt" &
 WP=$!
-for _ in $(seq 1 100); do [ -s "$T/cnt" ] && break; sleep 0.1; done
+for _ in $(seq 1 300); do [ -s "$T/cnt" ] && break; sleep 0.1; done
+[ -s "$T/cnt" ] || fail "the writer committed nothing in 30 s"
 first=$(cat "$T/cnt")
 for i in $(seq 1 20); do
     c0=$(cat "$T/cnt")
