@@ -667,6 +667,13 @@ static int copy_wal(struct bk *b)
         b->last_seq = seqs[i];
         pathf(rel, sizeof(rel), "wal/%s", name);
         rc = add_file(b, rel, path, used);
+        if (rc == -ENOENT) {
+            /* recycled by a checkpoint between the walk and the copy */
+            if (b->err)
+                memset(b->err, 0, sizeof(*b->err));
+            free(seqs);
+            return 0;
+        }
         b->wal_segments++;
     }
     free(seqs);
