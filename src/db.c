@@ -646,11 +646,9 @@ static int check_derived(struct sdb_db *db, const struct sdb_assertion *as,
     pthread_rwlock_rdlock(&db->ix_lock);
     for (size_t i = 0; rc == 0 && i < n; i++) {
         for (size_t j = 0; rc == 0 && j < as[i].n_derived; j++) {
-            int64_t pos = sdb_index_find(db->ix, as[i].derived_from[j].lsn);
             char field[96];
 
-            if (pos >= 0 &&
-                db->ix->entries[pos].salt == as[i].derived_from[j].salt)
+            if (sdb_index_find_id(db->ix, as[i].derived_from[j]) >= 0)
                 continue;
             if (batch)
                 snprintf(field, sizeof(field),
@@ -723,8 +721,7 @@ int sdb_retract(sdb_db *db, json_t *req, sdb_done_fn done, void *arg,
     rc = sdb_retract_request_parse(req, &w->r, err);
     if (rc == 0 && w->r.by_id) {
         pthread_rwlock_rdlock(&db->ix_lock);
-        int64_t pos = sdb_index_find(db->ix, w->r.target_id.lsn);
-        if (pos < 0 || db->ix->entries[pos].salt != w->r.target_id.salt)
+        if (sdb_index_find_id(db->ix, w->r.target_id) < 0)
             rc = sdb_error_set(err, SDB_ENOTFOUND, "id",
                                "no assertion with this id");
         pthread_rwlock_unlock(&db->ix_lock);

@@ -494,6 +494,13 @@ int64_t sdb_index_find(const struct sdb_index *ix, uint64_t lsn)
     return lo < ix->n_entries && ix->entries[lo].lsn == lsn ? (int64_t)lo : -1;
 }
 
+int64_t sdb_index_find_id(const struct sdb_index *ix, struct sdb_id id)
+{
+    int64_t pos = sdb_index_find(ix, id.lsn);
+
+    return pos >= 0 && ix->entries[pos].salt == id.salt ? pos : -1;
+}
+
 int64_t sdb_index_find_retraction(const struct sdb_index *ix, uint64_t lsn)
 {
     uint32_t lo = 0, hi = ix->n_retractions;
@@ -602,8 +609,8 @@ static int resolve_targets(struct resolve *rs, const struct sdb_retraction *r)
     int rc;
 
     if (r->by_id) {
-        pos = sdb_index_find(ix, r->target_id.lsn);
-        if (pos < 0 || ix->entries[pos].salt != r->target_id.salt)
+        pos = sdb_index_find_id(ix, r->target_id);
+        if (pos < 0)
             return SDB_ENOTFOUND;
         return mark(rs, (uint32_t)pos);
     }

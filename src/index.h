@@ -131,6 +131,8 @@ int sdb_index_sort(struct sdb_index *ix);
 
 /* Position of the entry with this LSN, or -1. */
 int64_t sdb_index_find(const struct sdb_index *ix, uint64_t lsn);
+/* Position of the assertion with this id (LSN and salt), or -1. */
+int64_t sdb_index_find_id(const struct sdb_index *ix, struct sdb_id id);
 /* Position of the retraction with this LSN, or -1. */
 int64_t sdb_index_find_retraction(const struct sdb_index *ix, uint64_t lsn);
 

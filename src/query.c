@@ -401,8 +401,8 @@ int sdb_get(sdb_db *db, const char *id, json_t **out, sdb_error *err)
     qc.ix = db->ix;
     qc.bound = atomic_load(&db->visible_lsn);
     if (sid.lsn <= qc.bound)
-        pos = sdb_index_find(db->ix, sid.lsn);
-    if (pos < 0 || db->ix->entries[pos].salt != sid.salt) {
+        pos = sdb_index_find_id(db->ix, sid);
+    if (pos < 0) {
         rc = sdb_error_set(err, SDB_ENOTFOUND, "id",
                            "no assertion with this id");
     } else {
