@@ -508,6 +508,7 @@ static int scan_object(const uint8_t *p, size_t len, size_t *out_len,
 
 struct dec {
     struct sdb_record *rec;
+    unsigned flags; /* SDB_UNPACK_* */
     struct sdb_id id;
     uint64_t lsn;
     int64_t ts_us;
@@ -738,6 +739,8 @@ static int d_value(const msgpack_object *v, const char *field, struct dec *d,
 {
     struct sdb_assertion *a = &d->rec->a;
 
+    if (d->flags & SDB_UNPACK_NO_VALUE)
+        return 0;
     json_decref(a->value);
     a->value = sdb_value_unpack(v, 1);
     if (a->value == NULL)
@@ -924,9 +927,9 @@ static int record_type(const msgpack_object *o)
 }
 
 static int decode_record(const msgpack_object *o, struct sdb_record *rec,
-                         sdb_error *err)
+                         unsigned flags, sdb_error *err)
 {
-    struct dec d = {.rec = rec};
+    struct dec d = {.rec = rec, .flags = flags};
     int rc;
 
     if (o->type != MSGPACK_OBJECT_MAP)
@@ -973,6 +976,12 @@ static int check_canonical(const void *buf, size_t len,
 int sdb_codec_unpack(const void *buf, size_t len, size_t *used,
                      struct sdb_record *out, sdb_error *err)
 {
+    return sdb_codec_unpack_ex(buf, len, used, out, err, 0);
+}
+
+int sdb_codec_unpack_ex(const void *buf, size_t len, size_t *used,
+                        struct sdb_record *out, sdb_error *err, unsigned flags)
+{
     msgpack_unpacked res;
     msgpack_unpack_return ur;
     size_t n = 0, off = 0;
@@ -993,8 +1002,8 @@ int sdb_codec_unpack(const void *buf, size_t len, size_t *used,
     else if (ur != MSGPACK_UNPACK_SUCCESS || off != n)
         rc = CORRUPT(err, "", "record is not valid msgpack");
     if (rc == 0)
-        rc = decode_record(&res.data, out, err);
-    if (rc == 0)
+        rc = decode_record(&res.data, out, flags, err);
+    if (rc == 0 && !(flags & SDB_UNPACK_TRUSTED))
         rc = check_canonical(buf, n, out, err);
     msgpack_unpacked_destroy(&res);
     if (rc != 0)

@@ -44,6 +44,19 @@ int sdb_codec_pack_retraction(msgpack_sbuffer *sb,
 int sdb_codec_unpack(const void *buf, size_t len, size_t *used,
                      struct sdb_record *out, sdb_error *err);
 
+/*
+ * sdb_codec_unpack with flags.  SDB_UNPACK_TRUSTED skips the canonical-form
+ * check (re-encoding the record and comparing bytes): for bytes whose
+ * checksum was just verified against what this codec wrote (WAL replay,
+ * index rebuild, reads through the index).  fsck keeps the check.
+ * SDB_UNPACK_NO_VALUE leaves the assertion's value NULL (it is still
+ * scanned as msgpack): for callers that only index the record.
+ */
+#define SDB_UNPACK_TRUSTED  1u
+#define SDB_UNPACK_NO_VALUE 2u
+int sdb_codec_unpack_ex(const void *buf, size_t len, size_t *used,
+                        struct sdb_record *out, sdb_error *err, unsigned flags);
+
 /* Pack a JSON value; SDB_EINVAL past SDB_MAX_VALUE_DEPTH. */
 int sdb_value_pack(msgpack_packer *pk, const json_t *v, int depth);
 /* The msgpack size of a JSON value, or a negative code. */

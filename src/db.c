@@ -301,6 +301,8 @@ static int apply_batch(struct sdb_db *db, struct wreq *list,
             off += used;
         }
     }
+    if (rc == 0)
+        rc = sdb_segstore_flush(db->ss); /* before the group is visible */
     pthread_rwlock_unlock(&db->ix_lock);
     return rc;
 }

@@ -192,7 +192,8 @@ static int rebuild_record(void *arg, uint64_t lsn, int type,
     size_t used;
     int rc;
 
-    rc = sdb_codec_unpack(buf, loc->len, &used, &rec, NULL);
+    rc = sdb_codec_unpack_ex(buf, loc->len, &used, &rec, NULL,
+                             SDB_UNPACK_TRUSTED | SDB_UNPACK_NO_VALUE);
 
     if (rc < 0 || used != loc->len || rec.type != type ||
         (type == SDB_REC_ASSERTION &&
@@ -569,7 +570,8 @@ static int replay_record(void *arg, uint64_t lsn, uint32_t count,
         struct sdb_record rec;
         uint64_t rlsn;
 
-        rc = sdb_codec_unpack(payload + off, len - off, &used, &rec, rp->err);
+        rc = sdb_codec_unpack_ex(payload + off, len - off, &used, &rec, rp->err,
+                                 SDB_UNPACK_TRUSTED | SDB_UNPACK_NO_VALUE);
         if (rc < 0)
             break;
         rlsn = rec.type == SDB_REC_ASSERTION ? rec.a.id.lsn : rec.r.id.lsn;
@@ -656,6 +658,8 @@ static int recover(struct sdb_db *db, sdb_error *err)
     rc = sdb_wal_open(&wc, db->opt.flags & SDB_OPEN_READONLY, ckpt,
                       replay_record, &rp, &db->wal, &last, err);
     free(rp.reset);
+    if (rc == 0)
+        rc = sdb_segstore_flush(db->ss);
     if (rc < 0)
         return rc;
     if (rebuilt)

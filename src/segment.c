@@ -22,11 +22,20 @@
 static const unsigned char idx_magic[8] = {'S', 'T', 'M', 'D',
                                            'B', 'I', 'D', 'X'};
 
+/* Bytes appended to one file but not yet written: they belong at off. */
+struct wbuf {
+    unsigned char *p;
+    size_t len, cap;
+    uint64_t off;
+};
+
 struct fd_slot {
     uint64_t key; /* concept key << 32 | segno; 0 = free */
     int data_fd;
     int idx_fd;
     bool dirty;
+    bool pending;       /* on the pending list: wd or wi holds bytes */
+    struct wbuf wd, wi; /* write-behind for the data and idx file */
     unsigned refs;
     int prev, next; /* LRU list, most recent at head */
     int hnext;      /* hash chain */
@@ -53,8 +62,16 @@ struct sdb_segstore {
     unsigned n_dirty; /* cached slots with unsynced writes */
     bool need_syncfs; /* a dirty slot was closed before it was synced */
     int sync_fd;      /* db/, opened once: syncfs and its error state */
-    int error;        /* first failed sync: sticky */
+    int error;        /* first failed sync or flush: sticky */
+    int *pend;        /* slots with unwritten appends */
+    unsigned n_pend;
+    size_t pend_bytes;
 };
+
+/* Past this many unwritten bytes an append writes everything out. */
+#define FLUSH_BYTES (8u << 20)
+/* A write-behind buffer larger than this is freed after its flush. */
+#define WBUF_KEEP (256u << 10)
 
 /* Past this many dirty files and directories a checkpoint uses syncfs. */
 #define SYNCFS_THRESHOLD 64
@@ -228,6 +245,92 @@ static void slot_close(struct sdb_segstore *ss, int i)
     s->data_fd = s->idx_fd = -1;
 }
 
+/* ---- write-behind: appends are buffered per file, written per group ---- */
+
+static int wbuf_add(struct wbuf *b, const void *p, size_t len, uint64_t off)
+{
+    if (b->len == 0)
+        b->off = off;
+    if (b->len + len > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        unsigned char *n;
+
+        while (cap < b->len + len)
+            cap *= 2;
+        n = realloc(b->p, cap);
+        if (!n)
+            return SDB_ENOMEM;
+        b->p = n;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, p, len);
+    b->len += len;
+    return 0;
+}
+
+static int wbuf_write(struct sdb_segstore *ss, int fd, struct wbuf *b)
+{
+    int rc = 0;
+
+    if (b->len)
+        rc = sdb_io_pwrite_all(ss->io, fd, b->p, b->len, (off_t)b->off);
+    ss->pend_bytes -= b->len;
+    b->len = 0;
+    if (b->cap > WBUF_KEEP) {
+        free(b->p);
+        b->p = NULL;
+        b->cap = 0;
+    }
+    return rc;
+}
+
+/*
+ * Write a slot's buffered appends: the records first, then their idx
+ * entries, so an idx entry never reaches the file before its record.  The
+ * caller holds the lock.  A failure is sticky: the store cannot checkpoint
+ * past records it failed to write.
+ */
+static int slot_flush(struct sdb_segstore *ss, int i)
+{
+    struct fd_slot *s = &ss->slots[i];
+    int rc = wbuf_write(ss, s->data_fd, &s->wd);
+    int rc2 = wbuf_write(ss, s->idx_fd, &s->wi);
+
+    if (rc == 0)
+        rc = rc2;
+    s->pending = false;
+    for (unsigned k = 0; k < ss->n_pend; k++) {
+        if (ss->pend[k] == i) {
+            ss->pend[k] = ss->pend[--ss->n_pend];
+            break;
+        }
+    }
+    if (rc < 0 && ss->error == 0)
+        ss->error = rc;
+    return rc;
+}
+
+static int flush_all(struct sdb_segstore *ss)
+{
+    int rc = 0;
+
+    while (ss->n_pend) {
+        int r = slot_flush(ss, ss->pend[ss->n_pend - 1]);
+        if (rc == 0)
+            rc = r;
+    }
+    return rc;
+}
+
+/* Flush a slot's pending bytes, then close it; caller holds the lock. */
+static int slot_retire(struct sdb_segstore *ss, int i)
+{
+    int rc = ss->slots[i].pending ? slot_flush(ss, i) : 0;
+
+    slot_close(ss, i);
+    return rc;
+}
+
 static void mark_dirty(struct sdb_segstore *ss, int i)
 {
     if (!ss->slots[i].dirty) {
@@ -253,7 +356,8 @@ int sdb_segstore_new(const sdb_io *io, const char *db_dir, uint64_t store_id,
     ss->db_dir = strdup(db_dir);
     ss->slots = calloc(ss->n_slots, sizeof(*ss->slots));
     ss->buckets = malloc(ss->n_slots * 2 * sizeof(*ss->buckets));
-    if (!ss->db_dir || !ss->slots || !ss->buckets) {
+    ss->pend = malloc(ss->n_slots * sizeof(*ss->pend));
+    if (!ss->db_dir || !ss->slots || !ss->buckets || !ss->pend) {
         sdb_segstore_free(ss);
         return SDB_ENOMEM;
     }
@@ -287,6 +391,8 @@ void sdb_segstore_free(struct sdb_segstore *ss)
                 ss->io->close(ss->io->ctx, ss->slots[i].data_fd);
                 ss->io->close(ss->io->ctx, ss->slots[i].idx_fd);
             }
+            free(ss->slots[i].wd.p);
+            free(ss->slots[i].wi.p);
         }
         pthread_mutex_destroy(&ss->lock);
         if (ss->sync_fd >= 0)
@@ -296,6 +402,7 @@ void sdb_segstore_free(struct sdb_segstore *ss)
     free(ss->dirty_dirs.v);
     free(ss->dirty_dirs.tab);
     free(ss->slots);
+    free(ss->pend);
     free(ss->buckets);
     free(ss->db_dir);
     free(ss);
@@ -341,8 +448,8 @@ static int slot_get(struct sdb_segstore *ss, const struct sdb_seginfo *si,
             ;
         if (i < 0)
             return -EMFILE;
-        if (ss->slots[i].key)
-            slot_close(ss, i);
+        if (ss->slots[i].key && (rc = slot_retire(ss, i)) < 0)
+            return rc;
         rc = open_pair(ss, si->dir, segno, create, &dfd, &ifd);
         if (rc < 0)
             return rc;
@@ -450,20 +557,26 @@ int sdb_segstore_append(struct sdb_segstore *ss, struct sdb_seginfo *si,
     sdb_put_u32(e + 20, (uint32_t)type);
     sdb_put_u64(e + 24, hash);
     mark_dirty(ss, i);
-    rc = sdb_io_pwrite_all(ss->io, ss->slots[i].data_fd, rec, len,
-                           (off_t)si->data_len);
-    if (rc == 0)
-        rc = sdb_io_pwrite_all(ss->io, ss->slots[i].idx_fd, e, sizeof(e),
-                               (off_t)si->idx_len);
+    rc = wbuf_add(&ss->slots[i].wd, rec, len, si->data_len);
+    if (rc == 0 &&
+        (rc = wbuf_add(&ss->slots[i].wi, e, sizeof(e), si->idx_len)) < 0)
+        ss->slots[i].wd.len -= len;
+    if (rc == 0 && !ss->slots[i].pending) {
+        ss->slots[i].pending = true;
+        ss->pend[ss->n_pend++] = i;
+    }
     ss->slots[i].refs--;
     if (rc < 0)
         goto unlock;
+    ss->pend_bytes += len + sizeof(e);
     out->segno = si->segno;
     out->off = (uint32_t)si->data_len;
     out->len = (uint32_t)len;
     out->hash = hash;
     si->data_len += len;
     si->idx_len += SDB_IDX_ENTRY_SIZE;
+    if (ss->pend_bytes > FLUSH_BYTES)
+        rc = flush_all(ss);
 unlock:
     pthread_mutex_unlock(&ss->lock);
     return rc;
@@ -478,9 +591,12 @@ int sdb_segstore_read(struct sdb_segstore *ss, const struct sdb_seginfo *si,
     pthread_mutex_lock(&ss->lock);
     i = slot_get(ss, si, loc->segno, false);
     fd = i >= 0 ? ss->slots[i].data_fd : -1;
+    rc = i >= 0 && ss->slots[i].pending ? slot_flush(ss, i) : 0;
+    if (rc < 0)
+        ss->slots[i].refs--;
     pthread_mutex_unlock(&ss->lock);
-    if (i < 0)
-        return i;
+    if (i < 0 || rc < 0)
+        return i < 0 ? i : rc;
     rc = sdb_io_pread_all(ss->io, fd, buf, loc->len, loc->off);
     pthread_mutex_lock(&ss->lock);
     ss->slots[i].refs--;
@@ -496,6 +612,16 @@ int sdb_segstore_read(struct sdb_segstore *ss, const struct sdb_seginfo *si,
                 " (%" PRIu32 " bytes); run stemedb-fsck\n",
                 ss->db_dir, si->dir, dname, loc->off, loc->len);
     }
+    return rc;
+}
+
+int sdb_segstore_flush(struct sdb_segstore *ss)
+{
+    int rc;
+
+    pthread_mutex_lock(&ss->lock);
+    rc = flush_all(ss);
+    pthread_mutex_unlock(&ss->lock);
     return rc;
 }
 
@@ -538,6 +664,7 @@ int sdb_segstore_sync(struct sdb_segstore *ss)
     int rc;
 
     pthread_mutex_lock(&ss->lock);
+    flush_all(ss);
     rc = ss->error;
     if (rc == 0 &&
         (ss->need_syncfs || ss->n_dirty + ss->dirty_dirs.n > SYNCFS_THRESHOLD))
@@ -553,16 +680,15 @@ int sdb_segstore_sync(struct sdb_segstore *ss)
 }
 
 /* Close a cached slot of (si, segno) if open (recovery only). */
-static void forget_slot(struct sdb_segstore *ss, const struct sdb_seginfo *si,
-                        uint32_t segno)
+static int forget_slot(struct sdb_segstore *ss, const struct sdb_seginfo *si,
+                       uint32_t segno)
 {
     uint64_t key = ((uint64_t)si->key << 32 | segno) + 1;
     int i = ss->buckets[bucket_of(ss, key)];
 
     while (i >= 0 && ss->slots[i].key != key)
         i = ss->slots[i].hnext;
-    if (i >= 0 && ss->slots[i].refs == 0)
-        slot_close(ss, i);
+    return i >= 0 && ss->slots[i].refs == 0 ? slot_retire(ss, i) : 0;
 }
 
 static int truncate_file(struct sdb_segstore *ss, const char *path,
@@ -614,10 +740,11 @@ int sdb_segstore_reset_tail(struct sdb_segstore *ss,
     pthread_mutex_lock(&ss->lock);
     rc = mark_chain_dirty(ss, si->dir);
     if (rc == 0 && si->segno > 0) {
-        forget_slot(ss, si, si->segno);
+        rc = forget_slot(ss, si, si->segno);
         sdb_seg_file_names(si->segno, dname, iname);
         snprintf(path, sizeof(path), "%s/%s/%s", ss->db_dir, si->dir, dname);
-        rc = truncate_file(ss, path, si->data_len);
+        if (rc == 0)
+            rc = truncate_file(ss, path, si->data_len);
         snprintf(path, sizeof(path), "%s/%s/%s", ss->db_dir, si->dir, iname);
         if (rc == 0)
             rc = truncate_file(ss, path, si->idx_len);
@@ -625,7 +752,8 @@ int sdb_segstore_reset_tail(struct sdb_segstore *ss,
     for (uint32_t n = si->segno + 1; rc == 0; n++) {
         int r1, r2;
 
-        forget_slot(ss, si, n);
+        if ((rc = forget_slot(ss, si, n)) < 0)
+            break;
         sdb_seg_file_names(n, dname, iname);
         snprintf(path, sizeof(path), "%s/%s/%s", ss->db_dir, si->dir, dname);
         r1 = ss->io->unlink(ss->io->ctx, path);

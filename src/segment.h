@@ -80,7 +80,17 @@ int sdb_segstore_append(struct sdb_segstore *ss, struct sdb_seginfo *si,
 int sdb_segstore_read(struct sdb_segstore *ss, const struct sdb_seginfo *si,
                       const struct sdb_loc *loc, void *buf);
 
-/* fdatasync every dirty file, fsync every directory with new names. */
+/*
+ * Write every buffered append to its file (no fsync).  Appends are kept in
+ * memory per file until this, a sync, an eviction, a read of that file or
+ * 8 MiB of them, so a group of records costs one pwrite per file touched.
+ * The writer calls it before it makes the group visible.  A failure is
+ * sticky: later syncs fail with it.
+ */
+int sdb_segstore_flush(struct sdb_segstore *ss);
+
+/* Flush, then fdatasync every dirty file, fsync every directory with new
+ * names. */
 int sdb_segstore_sync(struct sdb_segstore *ss);
 
 /*

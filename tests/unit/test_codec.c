@@ -819,6 +819,33 @@ static void test_codec_unpack_rejects_non_canonical_numbers(void **state)
         buf[off] = (char)0xcc; /* uint8 42: legal msgpack, not canonical */
         memcpy(buf + off + 1, sb.data + off, sb.size - off);
         decode_fails(buf, sb.size + 1, "");
+        /* trusted bytes (checksum-verified, written by this codec) skip the
+         * re-encoding; everything else is still checked */
+        {
+            struct sdb_record rec;
+            size_t used;
+
+            assert_int_equal(sdb_codec_unpack_ex(buf, sb.size + 1, &used, &rec,
+                                                 NULL, SDB_UNPACK_TRUSTED),
+                             0);
+            assert_int_equal(used, sb.size + 1);
+            assert_int_equal(rec.a.id.lsn, 42);
+            assert_non_null(rec.a.value);
+            sdb_record_release(&rec);
+            assert_int_equal(
+                sdb_codec_unpack_ex(sb.data, sb.size, &used, &rec, NULL,
+                                    SDB_UNPACK_TRUSTED | SDB_UNPACK_NO_VALUE),
+                0);
+            assert_null(rec.a.value);
+            assert_string_equal(
+                rec.a.predicate,
+                json_string_value(json_object_get(img, "predicate")));
+            sdb_record_release(&rec);
+            buf[sb.size - 1] ^= 0x7f; /* still refused when truncated/broken */
+            assert_int_equal(sdb_codec_unpack_ex(buf, sb.size - 3, &used, &rec,
+                                                 NULL, SDB_UNPACK_TRUSTED),
+                             SDB_ECORRUPT);
+        }
         free(buf);
     }
     msgpack_sbuffer_destroy(&sb);

@@ -2,7 +2,9 @@
  * test_segment.c - the segment store on its own: append and read back,
  * checksum-verified reads (a flipped byte is SDB_ECORRUPT, never served),
  * the scan that checks idx entries against records, cutting a torn tail,
- * segment rollover, and the bounded fd cache across many concepts.
+ * segment rollover, the bounded fd cache across many concepts, and the
+ * write-behind buffers (one pwrite per file per flush; evictions, reads
+ * and syncs write pending bytes first; a failed flush is sticky).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,6 +12,7 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +20,7 @@
 #include <sys/stat.h>
 
 #include "hash.h"
+#include "io_sim.h"
 #include "segment.h"
 #include "testutil.h"
 
@@ -208,6 +212,109 @@ static void test_segment_fd_cache_stays_bounded(void **state)
         free(si[i].dir);
 }
 
+static int scan_count(const char *dir, struct sdb_seginfo *si)
+{
+    struct sdb_seginfo scanned = {0};
+    char bad[256];
+    int n = 0;
+
+    scanned.dir = si->dir;
+    scanned.chash = si->chash;
+    assert_int_equal(sdb_seg_scan(sdb_io_posix(), dir, &scanned, STORE,
+                                  count_cb, &n, bad, sizeof(bad)),
+                     0);
+    assert_string_equal(bad, "");
+    return n;
+}
+
+static void test_segment_appends_are_written_per_file_at_flush(void **state)
+{
+    struct fx *f = *state;
+    sdb_iosim *sim = sdb_iosim_new(1);
+    struct sdb_segstore *ss;
+    struct sdb_loc loc;
+    uint64_t before;
+
+    assert_int_equal(
+        sdb_segstore_new(sdb_iosim_io(sim), f->dir, STORE, 4, 1 << 20, &ss), 0);
+    assert_int_equal(sdb_segstore_append(ss, &f->si, 1, 1, "first", 5, &loc),
+                     0);
+    before = sdb_iosim_calls(sim, SDB_IO_PWRITE); /* the idx header */
+    for (int i = 2; i <= 100; i++)
+        assert_int_equal(
+            sdb_segstore_append(ss, &f->si, (uint64_t)i, 1, "abcdef", 6, &loc),
+            0);
+    /* nothing written yet: the files hold only the idx header */
+    assert_int_equal(sdb_iosim_calls(sim, SDB_IO_PWRITE), before);
+    assert_int_equal(scan_count(f->dir, &f->si), 0);
+    assert_int_equal(sdb_segstore_flush(ss), 0);
+    /* one pwrite for the records, one for their idx entries */
+    assert_int_equal(sdb_iosim_calls(sim, SDB_IO_PWRITE), before + 2);
+    assert_int_equal(scan_count(f->dir, &f->si), 100);
+    assert_int_equal(sdb_segstore_flush(ss), 0); /* nothing left: no call */
+    assert_int_equal(sdb_iosim_calls(sim, SDB_IO_PWRITE), before + 2);
+    sdb_segstore_free(ss);
+    sdb_iosim_free(sim);
+}
+
+static void test_segment_eviction_and_read_write_pending_bytes(void **state)
+{
+    struct fx *f = *state;
+    struct sdb_seginfo si[10];
+    struct sdb_loc loc[10];
+    char buf[16];
+
+    /* 10 concepts through a 4-slot cache, no flush in between */
+    for (int i = 0; i < 10; i++) {
+        char dir[32], rec[16];
+        snprintf(dir, sizeof(dir), "e/%d", i);
+        snprintf(rec, sizeof(rec), "rec-%d", i);
+        memset(&si[i], 0, sizeof(si[i]));
+        si[i].dir = strdup(dir);
+        si[i].chash = sdb_hash64(dir, strlen(dir), 0);
+        si[i].key = (uint32_t)i + 10;
+        assert_int_equal(sdb_segstore_append(f->ss, &si[i], (uint64_t)i + 1, 1,
+                                             rec, strlen(rec), &loc[i]),
+                         0);
+    }
+    /* the six evicted concepts were written out when their slot went */
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(scan_count(f->dir, &si[i]), 1);
+    assert_int_equal(scan_count(f->dir, &si[9]), 0);
+    /* reading a record still in memory writes its file first */
+    assert_int_equal(sdb_segstore_read(f->ss, &si[9], &loc[9], buf), 0);
+    assert_memory_equal(buf, "rec-9", 5);
+    assert_int_equal(scan_count(f->dir, &si[9]), 1);
+    /* a sync writes the rest before it syncs */
+    assert_int_equal(sdb_segstore_sync(f->ss), 0);
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(scan_count(f->dir, &si[i]), 1);
+        free(si[i].dir);
+    }
+}
+
+static void test_segment_failed_flush_is_sticky(void **state)
+{
+    struct fx *f = *state;
+    sdb_iosim *sim = sdb_iosim_new(2);
+    struct sdb_segstore *ss;
+    struct sdb_loc loc;
+
+    assert_int_equal(
+        sdb_segstore_new(sdb_iosim_io(sim), f->dir, STORE, 4, 1 << 20, &ss), 0);
+    assert_int_equal(sdb_segstore_append(ss, &f->si, 1, 1, "abc", 3, &loc), 0);
+    sdb_iosim_fail(sim, SDB_IO_PWRITE, sdb_iosim_calls(sim, SDB_IO_PWRITE) + 1,
+                   false, EIO);
+    assert_int_equal(sdb_segstore_flush(ss), -EIO);
+    /* the next pwrite would succeed, but the lost bytes are never synced
+     * as if they were there */
+    assert_int_equal(sdb_segstore_append(ss, &f->si, 2, 1, "def", 3, &loc), 0);
+    assert_int_equal(sdb_segstore_sync(ss), -EIO);
+    assert_int_equal(sdb_segstore_sync(ss), -EIO);
+    sdb_segstore_free(ss);
+    sdb_iosim_free(sim);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -220,6 +327,14 @@ int main(void)
             test_segment_rolls_over_and_scan_reads_every_segment, setup,
             teardown),
         cmocka_unit_test_setup_teardown(test_segment_fd_cache_stays_bounded,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_segment_appends_are_written_per_file_at_flush, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_segment_eviction_and_read_write_pending_bytes, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(test_segment_failed_flush_is_sticky,
                                         setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
