@@ -19,6 +19,7 @@
  * limit (MSGPACK_EMBED_STACK_SIZE, 32).  No I/O here.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -973,6 +974,42 @@ static int check_canonical(const void *buf, size_t len,
     return rc;
 }
 
+/*
+ * One msgpack zone per thread, cleared after each record, so decoding does
+ * not allocate and free a zone per record (msgpack_unpack_next does).
+ */
+static pthread_key_t zone_key;
+static pthread_once_t zone_once = PTHREAD_ONCE_INIT;
+static bool zone_key_ok;
+
+static void zone_free(void *z)
+{
+    msgpack_zone_free(z);
+}
+
+static void zone_key_init(void)
+{
+    zone_key_ok = pthread_key_create(&zone_key, zone_free) == 0;
+}
+
+static msgpack_zone *thread_zone(void)
+{
+    msgpack_zone *z;
+
+    pthread_once(&zone_once, zone_key_init);
+    if (!zone_key_ok)
+        return NULL;
+    z = pthread_getspecific(zone_key);
+    if (z == NULL) {
+        z = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+        if (z != NULL && pthread_setspecific(zone_key, z) != 0) {
+            msgpack_zone_free(z);
+            z = NULL;
+        }
+    }
+    return z;
+}
+
 int sdb_codec_unpack(const void *buf, size_t len, size_t *used,
                      struct sdb_record *out, sdb_error *err)
 {
@@ -982,7 +1019,8 @@ int sdb_codec_unpack(const void *buf, size_t len, size_t *used,
 int sdb_codec_unpack_ex(const void *buf, size_t len, size_t *used,
                         struct sdb_record *out, sdb_error *err, unsigned flags)
 {
-    msgpack_unpacked res;
+    msgpack_zone *zone;
+    msgpack_object obj;
     msgpack_unpack_return ur;
     size_t n = 0, off = 0;
     int rc;
@@ -995,17 +1033,19 @@ int sdb_codec_unpack_ex(const void *buf, size_t len, size_t *used,
     rc = scan_object(buf, len, &n, err);
     if (rc != 0)
         return rc;
-    msgpack_unpacked_init(&res);
-    ur = msgpack_unpack_next(&res, buf, n, &off);
+    zone = thread_zone();
+    if (zone == NULL)
+        return sdb_error_set(err, SDB_ENOMEM, "", "out of memory");
+    ur = msgpack_unpack(buf, n, &off, zone, &obj);
     if (ur == MSGPACK_UNPACK_NOMEM_ERROR)
         rc = sdb_error_set(err, SDB_ENOMEM, "", "out of memory");
     else if (ur != MSGPACK_UNPACK_SUCCESS || off != n)
         rc = CORRUPT(err, "", "record is not valid msgpack");
     if (rc == 0)
-        rc = decode_record(&res.data, out, flags, err);
+        rc = decode_record(&obj, out, flags, err);
     if (rc == 0 && !(flags & SDB_UNPACK_TRUSTED))
         rc = check_canonical(buf, n, out, err);
-    msgpack_unpacked_destroy(&res);
+    msgpack_zone_clear(zone);
     if (rc != 0)
         goto release;
     if (used != NULL)

@@ -125,10 +125,21 @@ static json_t *commit_json(struct sdb_id id, int64_t ts)
 {
     char sid[SDB_ID_LEN + 1], t[32];
 
+    json_t *o = json_object();
+
     sdb_id_format(id, sid);
     sdb_time_format(ts, t);
-    return json_pack("{s:s, s:s, s:I}", "id", sid, "timestamp", t, "lsn",
-                     (json_int_t)id.lsn);
+    /* built directly, without json_pack's format parsing or UTF-8 checks
+     * (both strings are ASCII made here): once per record written */
+    if (o &&
+        (json_object_set_new_nocheck(o, "id", json_string_nocheck(sid)) ||
+         json_object_set_new_nocheck(o, "timestamp", json_string_nocheck(t)) ||
+         json_object_set_new_nocheck(o, "lsn",
+                                     json_integer((json_int_t)id.lsn)))) {
+        json_decref(o);
+        o = NULL;
+    }
+    return o;
 }
 
 static void stamp(struct sdb_db *db, struct sdb_id *id, int64_t *ts)

@@ -436,6 +436,19 @@ void sdb_time_format(int64_t us, char out[32])
     civil_from_days(days, &y, &m, &d);
     secs = (unsigned)(rem / US_PER_SEC);
     frac = (unsigned)(rem % US_PER_SEC);
+    if (y >= 0 && y <= 9999) { /* by hand: once per record written */
+        static const char layout[] = "0000-00-00T00:00:00.000000Z";
+        unsigned f[7] = {(unsigned)y,    (unsigned)m, (unsigned)d, secs / 3600,
+                         secs / 60 % 60, secs % 60,   frac};
+        static const unsigned char at[7] = {0, 5, 8, 11, 14, 17, 20};
+        static const unsigned char width[7] = {4, 2, 2, 2, 2, 2, 6};
+
+        memcpy(out, layout, sizeof layout);
+        for (int i = 0; i < 7; i++)
+            for (int j = width[i] - 1; j >= 0; j--, f[i] /= 10)
+                out[at[i] + j] = (char)('0' + f[i] % 10);
+        return;
+    }
     /* int64 microseconds span years -290308..294247: at most 28 bytes */
     snprintf(tmp, sizeof tmp, "%04lld-%02d-%02dT%02u:%02u:%02u.%06uZ",
              (long long)y, m, d, secs / 3600 % 24, secs / 60 % 60, secs % 60,
@@ -557,13 +570,22 @@ struct field_rule {
     bool nullable; /* JSON null means "absent" */
 };
 
+/* "where.key" (or "key"), cut to cap - 1 bytes; on every parsed field, so
+ * no snprintf. */
 static void field_join(char *buf, size_t cap, const char *where,
                        const char *key)
 {
-    if (where[0] == '\0')
-        snprintf(buf, cap, "%s", key);
-    else
-        snprintf(buf, cap, "%s.%s", where, key);
+    size_t w = strlen(where), k = strlen(key), n = 0;
+
+    if (w) {
+        n = w < cap - 1 ? w : cap - 1;
+        memcpy(buf, where, n);
+        if (n < cap - 1)
+            buf[n++] = '.';
+    }
+    k = k < cap - 1 - n ? k : cap - 1 - n;
+    memcpy(buf + n, key, k);
+    buf[n + k] = '\0';
 }
 
 static int unknown_field(const char *field, const char *key, size_t klen,
@@ -913,8 +935,19 @@ static int parse_batch(json_t *req, struct sdb_assertion **out, size_t *n,
     items = calloc(count, sizeof *items);
     if (items == NULL)
         return sdb_error_set(err, SDB_ENOMEM, "assertions", "out of memory");
+    memcpy(where, "assertions[", 11);
     for (size_t i = 0; rc == 0 && i < count; i++) {
-        snprintf(where, sizeof where, "assertions[%zu]", i);
+        size_t d = 11, k = i;
+        char digits[24];
+        int nd = 0;
+
+        do
+            digits[nd++] = (char)('0' + k % 10);
+        while ((k /= 10) != 0);
+        while (nd)
+            where[d++] = digits[--nd];
+        where[d++] = ']';
+        where[d] = '\0';
         rc = parse_assertion(json_array_get(arr, i), where, &items[i], err);
     }
     if (rc != 0)

@@ -47,6 +47,7 @@ struct config {
     double warmup;            /* not measured, before each run */
     unsigned concepts;        /* distinct concept paths written to */
     unsigned batch;           /* assertions per StemeDB request */
+    unsigned drivers;         /* event-loop threads; 0 = one per appender */
     uint64_t recovery_n;      /* records for replay/rebuild/RSS */
     uint64_t big_n;           /* second RSS point (0 = skip) */
     unsigned big_timeout_s;   /* bound for the big run */
@@ -68,6 +69,7 @@ static struct config cfg = {
     .recovery_repeat = 3,
     .concepts = 64,
     .batch = 1,
+    .drivers = 2,
     .recovery_n = 1000000,
     .big_n = 0,
     .big_timeout_s = 900,
@@ -278,6 +280,137 @@ static void *appender_main(void *arg)
     return NULL;
 }
 
+/*
+ * Event-loop appenders (the default): cfg.drivers threads each keep
+ * their share of the appenders' requests in flight, like the HTTP server's
+ * event-loop threads.  A completion only queues the appender on its
+ * driver (one wake-up per driver per group, not one per request); the
+ * driver then resubmits every appender that finished.
+ */
+struct driver {
+    sdb_db *db;
+    unsigned first, n; /* appenders first .. first+n-1 */
+    const atomic_bool *stop;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    unsigned *ready; /* appenders whose request completed */
+    int *ready_rc;
+    unsigned n_ready;
+    bool waiting;
+    json_t **req;
+    json_int_t *v;
+    _Atomic uint64_t acked;
+    uint64_t failed;
+    pthread_t th;
+};
+
+struct lapp {
+    struct driver *d;
+    unsigned idx; /* 0 .. d->n-1 */
+};
+
+static void lapp_done(void *arg, int rc, json_t *result, const sdb_error *err)
+{
+    struct lapp *la = arg;
+    struct driver *d = la->d;
+
+    (void)result;
+    (void)err;
+    pthread_mutex_lock(&d->lock);
+    d->ready_rc[d->n_ready] = rc;
+    d->ready[d->n_ready++] = la->idx;
+    if (d->waiting)
+        pthread_cond_signal(&d->cond);
+    pthread_mutex_unlock(&d->lock);
+}
+
+static bool lapp_submit(struct driver *d, struct lapp *la)
+{
+    json_t *req = d->req[la->idx];
+    json_t *val =
+        cfg.batch == 1
+            ? json_object_get(req, "value")
+            : json_object_get(
+                  json_array_get(json_object_get(req, "assertions"), 0),
+                  "value");
+    sdb_error e;
+
+    json_integer_set(val, d->v[la->idx]++);
+    if (sdb_assert(d->db, req, lapp_done, la, &e) != 0) {
+        fprintf(stderr, "sdb_assert: %s\n", e.message);
+        return false;
+    }
+    return true;
+}
+
+static void *driver_main(void *arg)
+{
+    struct driver *d = arg;
+    struct lapp *apps = calloc(d->n, sizeof(*apps));
+    unsigned *mine = malloc(d->n * sizeof(*mine));
+    int *rcs = malloc(d->n * sizeof(*rcs));
+    unsigned in_flight = 0;
+
+    if (!apps || !mine || !rcs)
+        die("driver", "out of memory");
+    for (unsigned i = 0; i < d->n; i++) {
+        apps[i].d = d;
+        apps[i].idx = i;
+        d->req[i] = make_request((d->first + i) % cfg.concepts, cfg.batch, 0);
+    }
+    for (unsigned i = 0; i < d->n; i++) {
+        if (!lapp_submit(d, &apps[i])) {
+            d->failed++;
+            break;
+        }
+        in_flight++;
+    }
+    while (in_flight) {
+        unsigned n;
+
+        pthread_mutex_lock(&d->lock);
+        while (d->n_ready == 0) {
+            d->waiting = true;
+            pthread_cond_wait(&d->cond, &d->lock);
+            d->waiting = false;
+        }
+        n = d->n_ready;
+        memcpy(mine, d->ready, n * sizeof(*mine));
+        memcpy(rcs, d->ready_rc, n * sizeof(*rcs));
+        d->n_ready = 0;
+        pthread_mutex_unlock(&d->lock);
+        for (unsigned k = 0; k < n; k++) {
+            in_flight--;
+            if (rcs[k] != 0) {
+                d->failed++;
+                continue;
+            }
+            atomic_fetch_add(&d->acked, cfg.batch);
+            if (atomic_load(d->stop) || d->failed)
+                continue;
+            if (!lapp_submit(d, &apps[mine[k]]))
+                d->failed++;
+            else
+                in_flight++;
+        }
+    }
+    for (unsigned i = 0; i < d->n; i++)
+        json_decref(d->req[i]);
+    free(apps);
+    free(mine);
+    free(rcs);
+    return NULL;
+}
+
+static uint64_t drivers_acked(struct driver *ds, unsigned n)
+{
+    uint64_t a = 0;
+
+    for (unsigned i = 0; i < n; i++)
+        a += atomic_load(&ds[i].acked);
+    return a;
+}
+
 struct append_result {
     unsigned threads;
     double seconds;
@@ -302,6 +435,59 @@ static struct append_result run_appenders(unsigned threads, unsigned batch)
     snprintf(name, sizeof(name), "sdb-append-%u", threads);
     sub_dir(dir, sizeof(dir), name);
     db = open_store(dir, false, NULL);
+    if (cfg.drivers) {
+        unsigned nd = cfg.drivers < threads ? cfg.drivers : threads;
+        struct driver *ds = calloc(nd, sizeof(*ds));
+        uint64_t failed = 0;
+
+        if (!ds)
+            die("drivers", "out of memory");
+        for (unsigned i = 0, first = 0; i < nd; i++) {
+            struct driver *d = &ds[i];
+
+            d->db = db;
+            d->first = first;
+            d->n = threads / nd + (i < threads % nd);
+            first += d->n;
+            d->stop = &stop;
+            pthread_mutex_init(&d->lock, NULL);
+            pthread_cond_init(&d->cond, NULL);
+            d->ready = malloc(d->n * sizeof(*d->ready));
+            d->ready_rc = malloc(d->n * sizeof(*d->ready_rc));
+            d->req = calloc(d->n, sizeof(*d->req));
+            d->v = calloc(d->n, sizeof(*d->v));
+            if (!d->ready || !d->ready_rc || !d->req || !d->v)
+                die("drivers", "out of memory");
+        }
+        settle();
+        t0 = now_s();
+        for (unsigned i = 0; i < nd; i++)
+            if (pthread_create(&ds[i].th, NULL, driver_main, &ds[i]) != 0)
+                die("pthread_create", strerror(errno));
+        sleep_until(t0 + cfg.warmup);
+        t0 = now_s();
+        sdb_db_stats(db, &s0);
+        a0 = drivers_acked(ds, nd);
+        sleep_until(t0 + cfg.seconds);
+        t1 = now_s();
+        sdb_db_stats(db, &s1);
+        r.acked = drivers_acked(ds, nd) - a0;
+        atomic_store(&stop, true);
+        for (unsigned i = 0; i < nd; i++) {
+            pthread_join(ds[i].th, NULL);
+            failed += ds[i].failed;
+            pthread_mutex_destroy(&ds[i].lock);
+            pthread_cond_destroy(&ds[i].cond);
+            free(ds[i].ready);
+            free(ds[i].ready_rc);
+            free(ds[i].req);
+            free(ds[i].v);
+        }
+        free(ds);
+        if (failed)
+            die("append", "a request failed");
+        goto stats;
+    }
     for (unsigned i = 0; i < threads; i++) {
         struct appender *ap = &aps[i];
 
@@ -338,6 +524,7 @@ static struct append_result run_appenders(unsigned threads, unsigned batch)
         pthread_mutex_destroy(&aps[i].lock);
         pthread_cond_destroy(&aps[i].cond);
     }
+stats:
     r.seconds = t1 - t0;
     r.per_s = (double)r.acked / r.seconds;
     r.fsyncs = s1.fsync_count - s0.fsync_count;
@@ -780,6 +967,10 @@ static void usage(void)
         "  --warmup S         unmeasured run-in before each (default 1)\n"
         "  --threads LIST     StemeDB appender counts (default 1,16,64,256)\n"
         "  --batch N          assertions per StemeDB request (default 1)\n"
+        "  --drivers N        event-loop threads keeping the appenders'\n"
+        "                     requests in flight (default 2); 0 = one\n"
+        "                     thread per appender, each waiting on its own\n"
+        "                     condition variable\n"
         "  --concepts N       distinct concept paths (default 64)\n"
         "  --records N        records for replay/rebuild/RSS (default "
         "1000000)\n"
@@ -816,6 +1007,7 @@ static void parse_args(int argc, char **argv)
         {"recovery-repeat", required_argument, NULL, 'P'},
         {"threads", required_argument, NULL, 't'},
         {"batch", required_argument, NULL, 'b'},
+        {"drivers", required_argument, NULL, 'D'},
         {"concepts", required_argument, NULL, 'c'},
         {"records", required_argument, NULL, 'n'},
         {"big", required_argument, NULL, 'B'},
@@ -850,6 +1042,9 @@ static void parse_args(int argc, char **argv)
             break;
         case 'b':
             cfg.batch = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case 'D':
+            cfg.drivers = (unsigned)strtoul(optarg, NULL, 10);
             break;
         case 'c':
             cfg.concepts = (unsigned)strtoul(optarg, NULL, 10);
@@ -909,8 +1104,11 @@ int main(int argc, char **argv)
         die("mkdtemp", strerror(errno));
     print_machine();
     printf("each throughput run: %.1f s measured after %.1f s warm-up; %u "
-           "round(s); %u concepts; %u assertion(s) per StemeDB request\n",
-           cfg.seconds, cfg.warmup, cfg.repeat, cfg.concepts, cfg.batch);
+           "round(s); %u concepts; %u assertion(s) per StemeDB request; "
+           "%s\n",
+           cfg.seconds, cfg.warmup, cfg.repeat, cfg.concepts, cfg.batch,
+           cfg.drivers ? "appenders driven by event-loop threads (--drivers)"
+                       : "one thread per appender");
     fflush(stdout);
 
     for (unsigned rep = 0; rep < cfg.repeat; rep++) {
