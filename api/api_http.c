@@ -370,7 +370,7 @@ enum MHD_Result api_http_reply_json(struct api_req *r, int status, json_t *body)
 static void req_free(struct api_req *r)
 {
     free(r->body);
-    free(r->wresult);
+    json_decref(r->wresult);
     pthread_mutex_destroy(&r->lock);
     free(r);
 }
@@ -379,14 +379,13 @@ void api_http_write_done(void *arg, int rc, json_t *result,
                          const sdb_error *err)
 {
     struct api_req *r = arg;
-    size_t len = 0;
-    char *text = rc == 0 && result ? json_text(result, &len) : NULL;
 
+    /* the writer thread only takes a reference; an HTTP thread encodes */
     pthread_mutex_lock(&r->lock);
     r->wrc = rc;
-    if (rc == 0 && !text)
+    if (rc == 0 && !result)
         r->wrc = SDB_ENOMEM;
-    r->wresult = text;
+    r->wresult = rc == 0 ? json_incref(result) : NULL;
     if (err)
         r->werr = *err;
     r->wstate = API_W_DONE;

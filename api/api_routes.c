@@ -207,10 +207,9 @@ enum MHD_Result api_route_write_result(struct api_req *r)
     /* the done callback has returned: r->lock is not needed any more */
     r->wstate = API_W_IDLE;
     if (r->wrc == 0) {
-        char *body = r->wresult;
+        json_t *body = r->wresult; /* encoded here, not on the writer */
         r->wresult = NULL;
-        return api_http_reply_owned(r, r->ep == API_EP_ASSERT ? 201 : 200,
-                                    "application/json", body, strlen(body));
+        return api_http_reply_json(r, r->ep == API_EP_ASSERT ? 201 : 200, body);
     }
     if (db_enter(srv)) {
         sdb_db_stats(srv->db, &st);

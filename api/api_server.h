@@ -113,7 +113,7 @@ struct api_req {
     enum api_write_state wstate;
     bool suspended;
     int wrc;
-    char *wresult; /* JSON text of the result, owned */
+    json_t *wresult; /* the result; one reference */
     sdb_error werr;
 };
 
