@@ -4,7 +4,7 @@
  * the FUSE session (SIGTERM/SIGINT/SIGHUP end it and unmount), cleanup.
  */
 #define _GNU_SOURCE
-#include "fs_int.h"
+#include "fs_node.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -121,7 +121,11 @@ static int run_fuse(int argc, char **argv, struct fs_ctx *fx)
         goto unmount;
     fuse_loop_cfg_set_max_threads(lc, 16);
     fuse_loop_cfg_set_idle_threads(lc, 4);
+    if (fs_reaper_start(se) != 0)
+        fprintf(stderr, "stemedb-fuse: no reaper thread: idle cuts stay "
+                        "open until the kernel forgets them\n");
     res = fuse_session_loop_mt(se, lc);
+    fs_reaper_stop();
     rc = res == 0 || res == SIGTERM || res == SIGINT || res == SIGHUP ? 0 : 1;
     if (rc)
         fprintf(stderr, "stemedb-fuse: session ended: %s\n", strerror(-res));

@@ -12,9 +12,11 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define HASH_SLOTS 65536
+#define RETIRE_S   30.0 /* SDB_FS_RETIRE_S overrides it (tests) */
 
 static pthread_mutex_t tree_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct fs_node *table[HASH_SLOTS]; /* protected by tree_lock */
@@ -169,6 +171,14 @@ void fs_node_forget(struct fs_node *node, uint64_t n)
     pthread_mutex_unlock(&tree_lock);
 }
 
+static double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 struct fs_class *fs_class_get(sdb_view_cut *c)
 {
     uint64_t key = sdb_view_cut_class(c);
@@ -176,13 +186,17 @@ struct fs_class *fs_class_get(sdb_view_cut *c)
 
     for (k = classes; k; k = k->next)
         if (key ? k->key == key : k->cut == c)
-            return k;
-    if (!(k = calloc(1, sizeof(*k))))
-        return NULL;
-    k->key = key;
-    k->cut = sdb_view_cut_ref(c);
-    k->next = classes;
-    classes = k;
+            break;
+    if (!k && (k = calloc(1, sizeof(*k)))) {
+        k->key = key;
+        k->cut = sdb_view_cut_ref(c);
+        k->next = classes;
+        classes = k;
+    }
+    if (k) {
+        k->used = now_s();
+        k->retired = false;
+    }
     return k;
 }
 
@@ -242,4 +256,107 @@ void fs_nodes_clear(void)
         free(c);
     }
     pthread_mutex_unlock(&tree_lock);
+}
+
+/* ---- the reaper ---- */
+
+struct inval {
+    fuse_ino_t parent;
+    char *name;
+};
+
+static pthread_t reaper;
+static bool reaper_on;
+static pthread_mutex_t reaper_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t reaper_cond = PTHREAD_COND_INITIALIZER;
+static bool reaper_stop; /* protected by reaper_lock */
+static double retire_s = RETIRE_S;
+
+/* Entries to invalidate below the area nodes of classes idle since
+ * `before`, which are marked retired.  Under tree_lock. */
+static size_t reap_collect(double before, struct inval **out)
+{
+    struct inval *v = NULL;
+    size_t n = 0, cap = 0;
+
+    for (size_t i = 0; i < HASH_SLOTS; i++)
+        for (struct fs_node *nd = table[i]; nd; nd = nd->hnext) {
+            if (!nd->cls || nd->cls->retired || nd->cls->used > before ||
+                *nd->path || !nd->list)
+                continue;
+            for (size_t j = 0; j < nd->list->n; j++) {
+                if (n == cap) {
+                    void *p =
+                        realloc(v, (cap = cap ? cap * 2 : 64) * sizeof(*v));
+                    if (!p)
+                        goto out;
+                    v = p;
+                }
+                v[n].parent = fs_node_ino(nd);
+                if ((v[n].name = strdup(nd->list->v[j].name)))
+                    n++;
+            }
+        }
+out:
+    for (struct fs_class *k = classes; k; k = k->next)
+        if (k->used <= before)
+            k->retired = true;
+    *out = v;
+    return n;
+}
+
+static void *reaper_main(void *arg)
+{
+    struct fuse_session *se = arg;
+    struct timespec until;
+    struct inval *v;
+    size_t n;
+
+    pthread_mutex_lock(&reaper_lock);
+    while (!reaper_stop) {
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 1;
+        pthread_cond_timedwait(&reaper_cond, &reaper_lock, &until);
+        if (reaper_stop)
+            break;
+        pthread_mutex_unlock(&reaper_lock);
+        pthread_mutex_lock(&tree_lock);
+        n = reap_collect(now_s() - retire_s, &v);
+        pthread_mutex_unlock(&tree_lock);
+        /* no lock held: the kernel may need a handler to finish first */
+        for (size_t i = 0; i < n; i++) {
+            fuse_lowlevel_notify_inval_entry(se, v[i].parent, v[i].name,
+                                             strlen(v[i].name));
+            free(v[i].name);
+        }
+        free(v);
+        pthread_mutex_lock(&reaper_lock);
+    }
+    pthread_mutex_unlock(&reaper_lock);
+    return NULL;
+}
+
+int fs_reaper_start(struct fuse_session *se)
+{
+    const char *env = getenv("SDB_FS_RETIRE_S");
+
+    if (env && atof(env) > 0)
+        retire_s = atof(env);
+    reaper_stop = false;
+    if (pthread_create(&reaper, NULL, reaper_main, se) != 0)
+        return -1;
+    reaper_on = true;
+    return 0;
+}
+
+void fs_reaper_stop(void)
+{
+    if (!reaper_on)
+        return;
+    pthread_mutex_lock(&reaper_lock);
+    reaper_stop = true;
+    pthread_cond_signal(&reaper_cond);
+    pthread_mutex_unlock(&reaper_lock);
+    pthread_join(reaper, NULL);
+    reaper_on = false;
 }

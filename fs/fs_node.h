@@ -25,6 +25,8 @@ struct fs_class {
     uint64_t key;      /* sdb_view_cut_class, 0 for a class of one cut */
     sdb_view_cut *cut; /* answers for data/ below this class; one ref */
     unsigned refs;     /* nodes of this class; protected by tree_lock */
+    double used;       /* last chosen by a lookup; protected by tree_lock */
+    bool retired;      /* entries invalidated; protected by tree_lock */
     struct fs_class *next;
 };
 
@@ -76,7 +78,8 @@ struct fs_node *fs_node_ref(struct fs_node *t);
 void fs_node_forget(struct fs_node *node, uint64_t n);
 
 /* The class of cut c (found or created; c gets another reference when a
- * class is created for it).  Under fs_node_lock.  NULL on ENOMEM. */
+ * class is created for it), marked used now.  Under fs_node_lock.  NULL
+ * on ENOMEM. */
 struct fs_class *fs_class_get(sdb_view_cut *c);
 
 /* Install list as node's listing unless one is there; returns the one in
@@ -84,6 +87,18 @@ struct fs_class *fs_class_get(sdb_view_cut *c);
 const struct fs_list *fs_node_set_list(struct fs_node *node,
                                        struct fs_list *list);
 void fs_list_free(struct fs_list *l);
+
+/*
+ * The reaper: a thread that, every second, retires the classes no lookup
+ * has chosen for RETIRE_S seconds.  Retiring invalidates the kernel's
+ * entries below the class's data/ and concepts/ nodes, so the kernel
+ * forgets the nodes it is not using, and the class (with its cut and the
+ * cut's fds) goes with the last one.  Nothing it shows changes: a process
+ * still inside the tree looks its entries up again and gets the same
+ * nodes.  Start after the session is mounted; stop before unmounting.
+ */
+int fs_reaper_start(struct fuse_session *se);
+void fs_reaper_stop(void);
 
 void fs_node_lock(void);
 void fs_node_unlock(void);

@@ -614,14 +614,16 @@ static int seg_shown(struct sdb_view_cut *c, const char *dir,
     int rc;
 
     *out = PIN_HIDDEN;
-    if (segno > s->nseg || s->data_st[segno - 1].st_ino == 0)
-        return 0;
     if (c->live) {
-        *out = s->parts[segno - 1].n;
+        if (segno <= s->nseg && s->data_st[segno - 1].st_ino != 0)
+            *out = s->parts[segno - 1].n;
         return 0;
     }
+    /* pinned even when hidden: the pin remembers what the files were */
     rc = pin_get(c, dir, s, &p);
-    if (rc == 0 && segno <= p->n && p->k[segno - 1] != PIN_HIDDEN)
+    if (rc < 0 || segno > s->nseg || s->data_st[segno - 1].st_ino == 0)
+        return rc;
+    if (segno <= p->n && p->k[segno - 1] != PIN_HIDDEN)
         *out = p->k[segno - 1] < s->parts[segno - 1].n ? p->k[segno - 1]
                                                        : s->parts[segno - 1].n;
     return rc;
@@ -1234,6 +1236,21 @@ static int emit(struct sdb_view_cut *c, const char *dir_rel, const char *name,
     return rc < 0 ? rc : fn(arg, name, &st);
 }
 
+/* Pin concept directory dir (below db/) of cut c, if it is one, so that
+ * sdb_view_cut_unchanged notices segment files that appear in it. */
+static void pin_dir(struct sdb_view_cut *c, const char *dir)
+{
+    struct dir_scan *s;
+    const struct dir_pin *p;
+
+    if (c->live || !shown_dir(c, dir))
+        return;
+    pthread_mutex_lock(&c->v->lock);
+    if (get_scan(c->v, dir, &s) == 0)
+        pin_get(c, dir, s, &p);
+    pthread_mutex_unlock(&c->v->lock);
+}
+
 /* List a real directory below db/ (rel includes the "db" prefix). */
 static int list_db(struct sdb_view_cut *c, const char *rel, sdb_view_list_fn fn,
                    void *arg)
@@ -1245,6 +1262,8 @@ static int list_db(struct sdb_view_cut *c, const char *rel, sdb_view_list_fn fn,
     DIR *d;
 
     snprintf(path, sizeof(path), "%s/%s", c->v->data_dir, rel);
+    if (!top)
+        pin_dir(c, rel + 3);
     if (!(d = opendir(path)))
         return errno == ENOENT ? SDB_ENOTFOUND : -errno;
     while (rc == 0 && (de = readdir(d)) != NULL) {
