@@ -39,9 +39,13 @@ mount_fs() { # mount_fs [ENV=VALUE...]: the daemon with FUSE debug output
     for _ in $(seq 1 100); do mounted && return 0; sleep 0.1; done
     fail "mount did not appear: $(tail -5 "$T/fuse.log")"
 }
-umount_fs() {
-    kill -TERM "$PID" && wait "$PID"
+umount_fs() { # SIGTERM; the exit status also carries sanitizer reports
+    local rc
+    kill -TERM "$PID"
+    wait "$PID"
+    rc=$?
     PID=
+    [ "$rc" = 0 ] || fail "daemon exit $rc: $(grep -a -v 'unique:\|opcode\|^ ' "$T/fuse.log" | tail -20)"
 }
 requests() { grep -a -c 'opcode: ' "$T/fuse.log"; }
 
