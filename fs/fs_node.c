@@ -309,8 +309,6 @@ static void *reaper_main(void *arg)
 {
     struct fuse_session *se = arg;
     struct timespec until;
-    struct inval *v;
-    size_t n;
 
     pthread_mutex_lock(&reaper_lock);
     while (!reaper_stop) {
@@ -320,8 +318,9 @@ static void *reaper_main(void *arg)
         if (reaper_stop)
             break;
         pthread_mutex_unlock(&reaper_lock);
+        struct inval *v;
         pthread_mutex_lock(&tree_lock);
-        n = reap_collect(now_s() - retire_s, &v);
+        size_t n = reap_collect(now_s() - retire_s, &v);
         pthread_mutex_unlock(&tree_lock);
         /* no lock held: the kernel may need a handler to finish first */
         for (size_t i = 0; i < n; i++) {

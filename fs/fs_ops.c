@@ -137,7 +137,6 @@ struct acc {
     const struct fs_node *dir;
     struct fs_list *l;
     size_t cap;
-    int rc;
 };
 
 static int acc_add(struct acc *a, const char *name, const sdb_view_stat *vs,
@@ -221,7 +220,7 @@ static int cmp_dent(const void *x, const void *y)
 static int list_build(struct fs_ctx *fx, const struct fs_node *dir,
                       struct fs_list **out)
 {
-    struct acc a = {fx, dir, calloc(1, sizeof(struct fs_list)), 0, 0};
+    struct acc a = {fx, dir, calloc(1, sizeof(struct fs_list)), 0};
     int rc;
 
     if (!a.l)
@@ -272,24 +271,28 @@ static bool held_file(const char *path)
            strncmp(path, "wal/", 4) == 0;
 }
 
+/* "db/<escaped dir>" of the concept shown at path (below concepts/). */
+static int concept_rel(const char *path, char **out)
+{
+    char concept[SDB_MAX_PATH_LEN + 1], cdir[SDB_MAX_PATH_LEN * 3 + 1];
+    int rc = sdb_view_concept_resolve(path, concept, sizeof(concept));
+
+    if (rc == 0)
+        rc = sdb_concept_to_dir(concept, cdir, sizeof(cdir), NULL);
+    if (rc < 0)
+        return SDB_ENOTFOUND;
+    return asprintf(out, "db/%s", cdir) < 0 ? SDB_ENOMEM : 0;
+}
+
 /* Fill the rest of template t for entry d below dir. */
 static int child_tmpl(const struct fs_node *dir, const struct fs_dent *d,
                       struct fs_node *t)
 {
-    char concept[SDB_MAX_PATH_LEN + 1], cdir[SDB_MAX_PATH_LEN * 3 + 1];
     sdb_view_stat vs;
-    int rc = 0;
 
     if (d->vs.is_dir) {
         t->cls = dir->cls;
-        if (dir->area != AREA_CONCEPTS)
-            return 0;
-        rc = sdb_view_concept_resolve(t->path, concept, sizeof(concept));
-        if (rc == 0)
-            rc = sdb_concept_to_dir(concept, cdir, sizeof(cdir), NULL);
-        if (rc == 0 && asprintf(&t->rel, "db/%s", cdir) < 0)
-            rc = SDB_ENOMEM;
-        return rc < 0 ? SDB_ENOTFOUND : 0;
+        return dir->area == AREA_CONCEPTS ? concept_rel(t->path, &t->rel) : 0;
     }
     if (d->text) {
         t->len = d->len;
@@ -536,7 +539,6 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino,
 static int read_node(struct fs_ctx *fx, const struct fs_node *n, char *buf,
                      size_t size, off_t off, size_t *got)
 {
-    char path[4200];
     ssize_t r;
     int fd;
 
@@ -552,6 +554,7 @@ static int read_node(struct fs_ctx *fx, const struct fs_node *n, char *buf,
     }
     fd = n->fd;
     if (fd < 0) {
+        char path[4200];
         snprintf(path, sizeof(path), "%s/%s", fx->data_dir, n->rel);
         if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
             return -errno;
@@ -642,16 +645,18 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     struct fs_node *dir = fs_node_of(ino);
     const struct fs_list *l = NULL;
     size_t pos = 0;
-    char *buf;
+    char *buf = NULL;
     int rc = dir->vs.is_dir ? 0 : -ENOTDIR;
 
-    if (rc == 0)
-        rc = dir->area == AREA_ROOT ? (l = root_list(), 0)
-                                    : list_get(ctx(req), dir, &l);
+    if (rc == 0 && dir->area == AREA_ROOT)
+        l = root_list();
+    else if (rc == 0)
+        rc = list_get(ctx(req), dir, &l);
     if (rc == 0 && !(buf = malloc(size ? size : 1)))
         rc = SDB_ENOMEM;
-    if (rc < 0) {
-        fuse_reply_err(req, to_errno(rc));
+    if (rc < 0 || !l) {
+        fuse_reply_err(req, to_errno(rc < 0 ? rc : SDB_ENOMEM));
+        free(buf);
         return;
     }
     for (size_t i = off < 0 ? 0 : (size_t)off; i < l->n + 2; i++) {
