@@ -200,6 +200,12 @@ struct fs_class *fs_class_get(sdb_view_cut *c)
     return k;
 }
 
+void fs_class_touch(struct fs_class *k)
+{
+    if (k)
+        k->used = now_s();
+}
+
 void fs_class_check(sdb_view_cut *c)
 {
     uint64_t key = sdb_view_cut_class(c);

@@ -82,6 +82,11 @@ void fs_node_forget(struct fs_node *node, uint64_t n);
  * on ENOMEM. */
 struct fs_class *fs_class_get(sdb_view_cut *c);
 
+/* Mark class k (NULL: none) used now, so the reaper leaves it alone while
+ * a process walks its tree from a directory it holds.  Under
+ * fs_node_lock. */
+void fs_class_touch(struct fs_class *k);
+
 /* Install list as node's listing unless one is there; returns the one in
  * place (frees list if it lost). */
 const struct fs_list *fs_node_set_list(struct fs_node *node,
@@ -89,9 +94,9 @@ const struct fs_list *fs_node_set_list(struct fs_node *node,
 void fs_list_free(struct fs_list *l);
 
 /*
- * The reaper: a thread that, every second, retires the classes no lookup
- * has chosen for RETIRE_S seconds.  Retiring invalidates the kernel's
- * entries below the class's data/ and concepts/ nodes, so the kernel
+ * The reaper: a thread that, every second, retires the classes whose
+ * trees no lookup has reached for RETIRE_S seconds.  Retiring invalidates the
+ * kernel's entries below the class's data/ and concepts/ nodes, so the kernel
  * forgets the nodes it is not using, and the class (with its cut and the
  * cut's fds) goes with the last one.  Nothing it shows changes: a process
  * still inside the tree looks its entries up again and gets the same

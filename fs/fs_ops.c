@@ -332,6 +332,7 @@ static int child_node(const struct fs_node *dir, const struct fs_dent *d,
     }
     fs_node_lock();
     *out = fs_node_ref(&t);
+    fs_class_touch(dir->cls);
     fs_node_unlock();
     return *out ? 0 : SDB_ENOMEM;
 }
