@@ -15,14 +15,13 @@
 #include <string.h>
 #include <time.h>
 
-#define EPOCH_MAX     32
-#define EPOCH_IDLE_S  10.0
-#define EPOCH_FRESH_S 1.0
+#define EPOCH_MAX    32
+#define EPOCH_IDLE_S 10.0
 
 struct epoch {
     pid_t tgid;        /* 0: free slot */
     sdb_view_cut *cut; /* one reference held by the table */
-    double created, used;
+    double used;
 };
 
 #define TGID_SLOTS 256
@@ -122,7 +121,7 @@ static struct epoch *slot_for(pid_t tgid)
     return lru;
 }
 
-int fs_epoch_get(struct fs_ctx *fx, pid_t tid, bool refresh, sdb_view_cut **out)
+int fs_epoch_get(struct fs_ctx *fx, pid_t tid, sdb_view_cut **out)
 {
     double now = now_s();
     struct epoch *e;
@@ -133,19 +132,20 @@ int fs_epoch_get(struct fs_ctx *fx, pid_t tid, bool refresh, sdb_view_cut **out)
     tgid = tgid_of(tid, now);
     sweep(now);
     e = slot_for(tgid);
-    if (e->cut &&
-        (e->tgid != tgid || (refresh && now - e->created > EPOCH_FRESH_S)))
+    if (e->cut && e->tgid != tgid)
         drop(e);
     if (!e->cut) {
         rc = sdb_view_cut_new(fx->view, false, &e->cut);
+        if (rc == 0)
+            fs_class_check(e->cut);
         e->tgid = tgid;
-        e->created = now;
-        if (rc == 0 && getenv("SDB_FS_DEBUG"))
+        if (rc == 0 && fx->debug)
             fprintf(stderr,
                     "stemedb-fuse: new cut for pid %ld (tid %ld) at "
-                    "LSN %llu\n",
+                    "LSN %llu, class %016llx\n",
                     (long)tgid, (long)tid,
-                    (unsigned long long)sdb_view_cut_lsn(e->cut));
+                    (unsigned long long)sdb_view_cut_lsn(e->cut),
+                    (unsigned long long)sdb_view_cut_class(e->cut));
     }
     if (rc == 0) {
         e->used = now;

@@ -4,9 +4,7 @@
  * the FUSE session (SIGTERM/SIGINT/SIGHUP end it and unmount), cleanup.
  */
 #define _GNU_SOURCE
-#include "fs_int.h"
-
-#include <fuse_lowlevel.h> /* fuse_parse_cmdline */
+#include "fs_node.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -14,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -94,7 +93,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 }
 
 /*
- * fuse_main, spelled out (libfuse helper.c) so that an exit caused by
+ * The FUSE session, staged (libfuse hello_ll.c): an exit caused by
  * SIGTERM/SIGINT/SIGHUP, which unmounts cleanly, returns 0, and the
  * thread count is set explicitly.
  */
@@ -104,40 +103,54 @@ static int run_fuse(int argc, char **argv, struct fs_ctx *fx)
     struct fuse_cmdline_opts opts = {0};
     struct fuse_loop_config *lc = NULL;
     struct fuse_session *se;
-    struct fuse *fuse;
     int rc = 1, res;
 
     if (fuse_parse_cmdline(&args, &opts) != 0 || !opts.mountpoint)
         goto free_args;
-    fuse = fuse_new(&args, &sdb_fs_ops, sizeof(sdb_fs_ops), fx);
-    if (!fuse)
+    se = fuse_session_new(&args, &sdb_fs_ops, sizeof(sdb_fs_ops), fx);
+    if (!se)
         goto free_args;
-    se = fuse_get_session(fuse);
-    if (fuse_mount(fuse, opts.mountpoint) != 0)
+    if (fuse_set_signal_handlers(se) != 0)
         goto destroy;
-    if (fuse_daemonize(opts.foreground) != 0 ||
-        fuse_set_signal_handlers(se) != 0)
+    if (fuse_session_mount(se, opts.mountpoint) != 0)
+        goto remove_handlers;
+    if (fuse_daemonize(opts.foreground) != 0)
         goto unmount;
     lc = fuse_loop_cfg_create();
     if (!lc)
-        goto remove_handlers;
+        goto unmount;
     fuse_loop_cfg_set_max_threads(lc, 16);
     fuse_loop_cfg_set_idle_threads(lc, 4);
-    res = fuse_loop_mt(fuse, lc);
+    if (fs_reaper_start(se) != 0)
+        fprintf(stderr, "stemedb-fuse: no reaper thread: idle cuts stay "
+                        "open until the kernel forgets them\n");
+    res = fuse_session_loop_mt(se, lc);
+    fs_reaper_stop();
     rc = res == 0 || res == SIGTERM || res == SIGINT || res == SIGHUP ? 0 : 1;
     if (rc)
         fprintf(stderr, "stemedb-fuse: session ended: %s\n", strerror(-res));
     fuse_loop_cfg_destroy(lc);
+unmount:
+    fuse_session_unmount(se);
 remove_handlers:
     fuse_remove_signal_handlers(se);
-unmount:
-    fuse_unmount(fuse);
 destroy:
-    fuse_destroy(fuse);
+    fuse_session_destroy(se);
 free_args:
     free(opts.mountpoint);
     fuse_opt_free_args(&args);
     return rc;
+}
+
+/* Readers of many files at once (rclone) need fds for the held versions. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
 }
 
 int main(int argc, char **argv)
@@ -160,6 +173,8 @@ int main(int argc, char **argv)
         return 1;
     }
     fx.data_dir = dir;
+    fx.debug = getenv("SDB_FS_DEBUG") && *getenv("SDB_FS_DEBUG");
+    raise_nofile();
     clock_gettime(CLOCK_REALTIME, &fx.started);
     rc = sdb_view_open(dir, &fx.view);
     if (rc == 0)
@@ -182,6 +197,7 @@ int main(int argc, char **argv)
         fargv[fargc++] = (char *)"-d";
     fargv[fargc] = NULL;
     rc = run_fuse(fargc, fargv, &fx);
+    fs_nodes_clear();
     fs_epoch_clear();
 close_view:
     sdb_view_cut_unref(fx.live);

@@ -1,20 +1,23 @@
 /*
- * fs_ops.c - the FUSE operations table of stemedb-fuse (high-level,
- * path-based API; libfuse's example/passthrough.c is the model).
+ * fs_ops.c - the FUSE operations table of stemedb-fuse (low-level API;
+ * libfuse's example/hello_ll.c and passthrough_hp.cc are the models).
  *
  *   /README          static text
- *   /health.json     sdb_view_health, rendered at getattr/open
+ *   /health.json     sdb_view_health, rendered at each lookup
  *   /concepts/...    concept tree (live cut), assertions.json per concept
  *   /data/...        the data directory, one consistent cut per process
  *
- * Every handler answers exactly once, through its return value: 0 / bytes,
- * or -errno (sdb codes go through sdb_err_to_errno).  Everything that
- * would change the tree returns -EROFS.  Callbacks run on several threads:
- * handles are per open, and shared state lives in the view (own mutex)
- * and in fs_epoch.c (own mutex).
+ * Every handler sends exactly one reply (or fuse_reply_none for forget),
+ * decided at its entry point; workers return 0 or an sdb code, which goes
+ * out through sdb_err_to_errno.  Everything that would change the tree
+ * answers EROFS.  fs_int.h has the caching model: nodes are immutable
+ * (fs_node.c), so attributes are cached for TTL_LONG, entries below the
+ * root too; "data", "concepts" and "health.json" are looked up again each
+ * time.  Callbacks run on several threads: the node table has its lock,
+ * the view and fs_epoch.c theirs.
  */
 #define _GNU_SOURCE
-#include "fs_int.h"
+#include "fs_node.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -25,13 +28,14 @@
 #include <unistd.h>
 
 #define JSON_NAME "assertions.json"
-/* Inode numbers of virtual entries: fixed, far above real ones. */
+/* Inode numbers shown for virtual entries: fixed, far above real ones. */
 #define INO_ROOT     ((uint64_t)1 << 62)
 #define INO_README   (INO_ROOT + 1)
 #define INO_HEALTH   (INO_ROOT + 2)
 #define INO_CONCEPTS (INO_ROOT + 3)
 #define INO_VIRT_BIT ((uint64_t)1 << 63)
-#define FILE_MAGIC   0x53444246u
+/* Nodes never change, so the kernel may keep what they show this long. */
+#define TTL_LONG 3600.0
 
 static const char readme_text[] =
     "StemeDB, mounted read-only by stemedb-fuse (docs/fuse.md).\n"
@@ -47,60 +51,17 @@ static const char readme_text[] =
     "              for as long as it keeps reading.\n"
     "health.json   LOCK holder, counts from metadata.json, last WAL LSN.\n";
 
-enum area {
-    AREA_NONE,
-    AREA_ROOT,
-    AREA_README,
-    AREA_HEALTH,
-    AREA_DATA,
-    AREA_CONCEPTS
-};
+/* Set by fs_init: the kernel opens files and directories without asking. */
+static bool no_open, no_opendir;
 
-/* An open file: bytes in text, or fd cut at st.size. */
-struct fs_file {
-    unsigned magic; /* FILE_MAGIC; directory handles are cuts or NULL */
-    sdb_view_stat st;
-    int fd;
-    char *text;
-    sdb_view_cut *cut; /* the cut the file was opened in; one reference */
-};
-
-static struct fs_ctx *ctx(void)
+static struct fs_ctx *ctx(fuse_req_t req)
 {
-    return fuse_get_context()->private_data;
+    return fuse_req_userdata(req);
 }
 
 static int to_errno(int rc)
 {
-    return rc >= 0 ? rc : -sdb_err_to_errno(rc);
-}
-
-/* Split a FUSE path into its area and the rest ("" if none). */
-static enum area classify(const char *path, const char **rest)
-{
-    static const struct {
-        const char *name;
-        enum area a;
-    } top[] = {{"README", AREA_README},
-               {"health.json", AREA_HEALTH},
-               {"data", AREA_DATA},
-               {"concepts", AREA_CONCEPTS}};
-
-    *rest = "";
-    if (strcmp(path, "/") == 0)
-        return AREA_ROOT;
-    for (size_t i = 0; i < sizeof(top) / sizeof(top[0]); i++) {
-        size_t n = strlen(top[i].name);
-        if (strncmp(path + 1, top[i].name, n) != 0)
-            continue;
-        if (path[1 + n] == 0)
-            return top[i].a;
-        if (path[1 + n] == '/' && top[i].a >= AREA_DATA) {
-            *rest = path + 2 + n;
-            return top[i].a;
-        }
-    }
-    return AREA_NONE;
+    return sdb_err_to_errno(rc);
 }
 
 static void to_stat(const sdb_view_stat *vs, struct stat *st)
@@ -122,69 +83,15 @@ static void to_stat(const sdb_view_stat *vs, struct stat *st)
     st->st_atim = vs->mtime;
 }
 
-static void virt_stat(uint64_t ino, bool dir, size_t size, sdb_view_stat *vs)
+static void virt_stat(struct fs_ctx *fx, uint64_t ino, bool dir, size_t size,
+                      sdb_view_stat *vs)
 {
     memset(vs, 0, sizeof(*vs));
     vs->ino = ino;
     vs->is_dir = dir;
     vs->size = size;
-    vs->mtime = ctx()->started;
+    vs->mtime = fx->started;
     vs->can_grow = true;
-}
-
-static int health_text(char **out, size_t *len)
-{
-    json_t *h;
-    int rc = sdb_view_health(ctx()->view, &h);
-
-    if (rc < 0)
-        return rc;
-    *out = json_dumps(h, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    json_decref(h);
-    if (!*out)
-        return SDB_ENOMEM;
-    *len = strlen(*out);
-    return 0;
-}
-
-/* ---- concepts/ ---- */
-
-/* Where a path below concepts/ points. */
-struct cpath {
-    char concept[SDB_MAX_PATH_LEN + 1];  /* "" for concepts/ itself */
-    char rel[SDB_MAX_PATH_LEN * 3 + 64]; /* "db/<dir>[/<seg file>]" */
-    bool json;                           /* .../assertions.json */
-};
-
-static int concept_parse(const char *rest, struct cpath *cp)
-{
-    char shown[4096], dir[SDB_MAX_PATH_LEN * 3 + 1];
-    const char *base = strrchr(rest, '/');
-    const char *last = base ? base + 1 : rest;
-    int rc;
-
-    memset(cp, 0, sizeof(*cp));
-    if (!*rest)
-        return 0;
-    cp->json = strcmp(last, JSON_NAME) == 0;
-    if (last[0] == '@' || cp->json) {
-        if (!base)
-            return -ENOENT; /* no files at the top of concepts/ */
-        snprintf(shown, sizeof(shown), "%.*s", (int)(base - rest), rest);
-    } else {
-        snprintf(shown, sizeof(shown), "%s", rest);
-        last = NULL;
-    }
-    rc = sdb_view_concept_resolve(shown, cp->concept, sizeof(cp->concept));
-    if (rc == 0)
-        rc = sdb_concept_to_dir(cp->concept, dir, sizeof(dir), NULL);
-    if (rc < 0)
-        return -ENOENT;
-    snprintf(cp->rel, sizeof(cp->rel), "db/%s%s%s", dir, last ? "/" : "",
-             last && !cp->json ? last : "");
-    if (cp->json)
-        cp->rel[strlen(cp->rel) - 1] = 0; /* the concept dir itself */
-    return 0;
 }
 
 /* A stable inode number for a virtual entry: FNV-1a of its name. */
@@ -199,444 +106,715 @@ static uint64_t virt_ino(const char *concept, const char *suffix)
     return (h >> 2) | INO_VIRT_BIT;
 }
 
-static int concept_stat(const char *rest, sdb_view_stat *vs)
+static int health_text(struct fs_ctx *fx, char **out, size_t *len)
 {
-    struct cpath cp;
-    char *text = NULL;
-    size_t len = 0;
-    int rc = concept_parse(rest, &cp);
+    json_t *h;
+    int rc = sdb_view_health(fx->view, &h);
 
     if (rc < 0)
         return rc;
-    if (!*rest) {
-        virt_stat(INO_CONCEPTS, true, 0, vs);
-        return 0;
-    }
-    rc = sdb_view_stat_path(ctx()->live, cp.rel, vs);
-    if (rc == 0 && vs->is_dir && !cp.json)
-        vs->ino = virt_ino(cp.concept, "");
-    if (rc < 0 || !cp.json)
-        return to_errno(rc);
-    rc = sdb_view_concept_text(ctx()->view, cp.concept, &text, &len);
-    free(text);
-    if (rc == 0)
-        virt_stat(virt_ino(cp.concept, "/" JSON_NAME), false, len, vs);
-    return to_errno(rc);
+    *out = json_dumps(h, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(h);
+    if (!*out)
+        return SDB_ENOMEM;
+    *len = strlen(*out);
+    return 0;
 }
 
-/* ---- getattr ---- */
-
-static int area_stat(enum area a, const char *rest, sdb_view_stat *vs)
+static char *join(const char *dir, const char *name)
 {
-    sdb_view_cut *cut;
-    size_t len;
-    char *text;
-    int rc;
+    char *p = NULL;
 
-    switch (a) {
-    case AREA_ROOT:
-        virt_stat(INO_ROOT, true, 0, vs);
-        return 0;
-    case AREA_README:
-        virt_stat(INO_README, false, strlen(readme_text), vs);
-        return 0;
-    case AREA_HEALTH:
-        rc = health_text(&text, &len);
-        if (rc == 0)
-            free(text);
-        virt_stat(INO_HEALTH, false, rc == 0 ? len : 0, vs);
-        return to_errno(rc);
-    case AREA_DATA:
-        rc = fs_epoch_get(ctx(), fuse_get_context()->pid, false, &cut);
-        if (rc == 0) {
-            rc = sdb_view_stat_path(cut, rest, vs);
-            sdb_view_cut_unref(cut);
-        }
-        return to_errno(rc);
-    case AREA_CONCEPTS:
-        return concept_stat(rest, vs);
-    default:
-        return -ENOENT;
-    }
+    if (asprintf(&p, "%s%s%s", dir, *dir ? "/" : "", name) < 0)
+        return NULL;
+    return p;
 }
 
-static int fs_getattr(const char *path, struct stat *st,
-                      struct fuse_file_info *fi)
-{
-    struct fs_file *h = fi ? (struct fs_file *)(uintptr_t)fi->fh : NULL;
-    sdb_view_stat vs;
-    const char *rest = "";
-    enum area a;
-    int rc;
+/* ---- listings ---- */
 
-    if (h && h->magic == FILE_MAGIC) { /* fstat: what this open sees */
-        to_stat(&h->st, st);
-        return 0;
-    }
-    a = classify(path, &rest);
-    rc = area_stat(a, rest, &vs);
-    if (rc == 0)
-        to_stat(&vs, st);
-    return rc;
-}
-
-/* ---- directories ---- */
-
-struct fill {
-    void *buf;
-    fuse_fill_dir_t filler;
-    bool plus;
-    bool concepts; /* map directory names to shown names */
-    bool top;      /* listing concepts/ itself */
+struct acc {
+    struct fs_ctx *fx;
+    const struct fs_node *dir;
+    struct fs_list *l;
+    size_t cap;
 };
 
-static int fill_one(struct fill *f, const char *name, const sdb_view_stat *vs)
+static int acc_add(struct acc *a, const char *name, const sdb_view_stat *vs,
+                   char *text, size_t len)
 {
-    struct stat st;
+    struct fs_dent *d;
 
-    to_stat(vs, &st);
-    return f->filler(f->buf, name, &st, 0,
-                     f->plus ? FUSE_FILL_DIR_PLUS : (enum fuse_fill_dir_flags)0)
-               ? 1
-               : 0;
-}
-
-static int fill_cb(void *arg, const char *name, const sdb_view_stat *vs)
-{
-    struct fill *f = arg;
-    char shown[1024];
-
-    if (!f->concepts)
-        return fill_one(f, name, vs);
-    if (!vs->is_dir)
-        return f->top ? 0 : fill_one(f, name, vs);
-    if (sdb_view_shown_name(name, f->top, shown, sizeof(shown)) < 0)
-        return 0;
-    f->plus = false; /* concept dir inodes differ from the db/ ones */
-    return fill_one(f, shown, vs);
-}
-
-static int list_root(struct fill *f)
-{
-    static const char *const names[] = {"README", "health.json", "concepts",
-                                        "data"};
-    char path[32];
-    sdb_view_stat vs;
-    const char *rest = "";
-
-    for (size_t i = 0; i < 4; i++) {
-        snprintf(path, sizeof(path), "/%s", names[i]);
-        enum area a = classify(path, &rest);
-        if (area_stat(a, rest, &vs) == 0 && fill_one(f, names[i], &vs))
-            break;
+    if (a->l->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 16;
+        void *p = realloc(a->l->v, cap * sizeof(*a->l->v));
+        if (!p)
+            return SDB_ENOMEM;
+        a->l->v = p;
+        a->cap = cap;
     }
+    d = &a->l->v[a->l->n];
+    if (!(d->name = strdup(name)))
+        return SDB_ENOMEM;
+    d->vs = *vs;
+    d->text = text;
+    d->len = len;
+    a->l->n++;
     return 0;
 }
 
-static int list_concepts(struct fill *f, const char *rest)
+static int data_cb(void *arg, const char *name, const sdb_view_stat *vs)
 {
-    struct cpath cp;
-    sdb_view_stat vs;
-    char jpath[4200];
-    int rc = concept_parse(rest, &cp);
-
-    if (rc < 0)
-        return rc;
-    f->concepts = true;
-    f->top = !*rest;
-    rc = sdb_view_list(ctx()->live, *rest ? cp.rel : "db", fill_cb, f);
-    if (rc == 0 && *rest) {
-        snprintf(jpath, sizeof(jpath), "%s/%s", rest, JSON_NAME);
-        if (concept_stat(jpath, &vs) == 0) {
-            f->plus = false;
-            fill_one(f, JSON_NAME, &vs);
-        }
-    }
-    return to_errno(rc < 0 ? rc : 0);
+    return acc_add(arg, name, vs, NULL, 0);
 }
 
-static int fs_opendir(const char *path, struct fuse_file_info *fi)
+/* Concept directories are shown by their shown names, with an inode
+ * number of their own (the db/ directories keep the real one). */
+static int concept_cb(void *arg, const char *name, const sdb_view_stat *vs)
 {
-    const char *rest = "";
-    sdb_view_cut *cut = NULL;
-    int rc = 0;
-
-    if (classify(path, &rest) == AREA_DATA)
-        rc = fs_epoch_get(ctx(), fuse_get_context()->pid, !*rest, &cut);
-    fi->fh = (uint64_t)(uintptr_t)cut;
-    return to_errno(rc);
-}
-
-static int fs_releasedir(const char *path, struct fuse_file_info *fi)
-{
-    (void)path;
-    sdb_view_cut_unref((sdb_view_cut *)(uintptr_t)fi->fh);
-    return 0;
-}
-
-static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler,
-                      off_t off, struct fuse_file_info *fi,
-                      enum fuse_readdir_flags flags)
-{
-    struct fill f = {buf, filler, (flags & FUSE_READDIR_PLUS) != 0, false,
-                     false};
-    const char *rest = "";
-    enum area a = classify(path, &rest);
+    struct acc *a = arg;
+    char shown[1024], concept[SDB_MAX_PATH_LEN + 1], *path;
+    sdb_view_stat cv = *vs;
+    bool top = !*a->dir->path;
     int rc;
 
-    (void)off;
-    filler(buf, ".", NULL, 0, 0);
-    filler(buf, "..", NULL, 0, 0);
-    switch (a) {
-    case AREA_ROOT:
-        return list_root(&f);
-    case AREA_DATA:
-        rc =
-            sdb_view_list((sdb_view_cut *)(uintptr_t)fi->fh, rest, fill_cb, &f);
-        return to_errno(rc < 0 ? rc : 0);
-    case AREA_CONCEPTS:
-        return list_concepts(&f, rest);
-    default:
-        return -ENOTDIR;
-    }
+    if (!vs->is_dir)
+        return top ? 0 : acc_add(a, name, vs, NULL, 0);
+    if (sdb_view_shown_name(name, top, shown, sizeof(shown)) < 0)
+        return 0;
+    if (!(path = join(a->dir->path, shown)))
+        return SDB_ENOMEM;
+    rc = sdb_view_concept_resolve(path, concept, sizeof(concept));
+    free(path);
+    if (rc < 0)
+        return 0;
+    cv.ino = virt_ino(concept, "");
+    return acc_add(a, shown, &cv, NULL, 0);
 }
 
-/* ---- files ---- */
-
-/* Render a virtual file into h (README, health.json, assertions.json). */
-static int open_text(struct fs_file *h, enum area a, const char *rest)
+static int concept_json_dent(struct acc *a)
 {
-    struct cpath cp;
+    char concept[SDB_MAX_PATH_LEN + 1], *text = NULL;
+    sdb_view_stat vs;
     size_t len = 0;
-    uint64_t ino = a == AREA_README ? INO_README : INO_HEALTH;
-    int rc = 0;
+    int rc = sdb_view_concept_resolve(a->dir->path, concept, sizeof(concept));
 
-    if (a == AREA_README) {
-        h->text = strdup(readme_text);
-        len = strlen(readme_text);
-        rc = h->text ? 0 : SDB_ENOMEM;
-    } else if (a == AREA_HEALTH) {
-        rc = health_text(&h->text, &len);
-    } else {
-        rc = concept_parse(rest, &cp);
-        if (rc == 0)
-            rc = sdb_view_concept_text(ctx()->view, cp.concept, &h->text, &len);
-        ino = virt_ino(cp.concept, "/" JSON_NAME);
-    }
     if (rc == 0)
-        virt_stat(ino, false, len, &h->st);
-    h->st.can_grow = a != AREA_README; /* rendered again at each open */
+        rc = sdb_view_concept_text(a->fx->view, concept, &text, &len);
+    if (rc < 0)
+        return rc == SDB_ENOTFOUND ? 0 : rc;
+    virt_stat(a->fx, virt_ino(concept, "/" JSON_NAME), false, len, &vs);
+    rc = acc_add(a, JSON_NAME, &vs, text, len);
+    if (rc < 0)
+        free(text);
     return rc;
 }
 
-static int open_in(struct fs_file *h, enum area a, const char *rest)
+static int cmp_dent(const void *x, const void *y)
 {
-    struct cpath cp;
+    return strcmp(((const struct fs_dent *)x)->name,
+                  ((const struct fs_dent *)y)->name);
+}
+
+/* Build a directory's listing: the class's cut for data/, the live cut
+ * for concepts/ (plus assertions.json below the top). */
+static int list_build(struct fs_ctx *fx, const struct fs_node *dir,
+                      struct fs_list **out)
+{
+    struct acc a = {fx, dir, calloc(1, sizeof(struct fs_list)), 0};
     int rc;
 
-    if (a == AREA_README || a == AREA_HEALTH)
-        return open_text(h, a, rest);
-    if (a == AREA_DATA) {
-        rc = fs_epoch_get(ctx(), fuse_get_context()->pid, false, &h->cut);
-        return rc < 0 ? rc : sdb_view_open_file(h->cut, rest, &h->fd, &h->st);
+    if (!a.l)
+        return SDB_ENOMEM;
+    if (dir->area == AREA_DATA) {
+        rc = sdb_view_list(dir->cls->cut, dir->path, data_cb, &a);
+    } else {
+        rc = sdb_view_list(fx->live, dir->rel, concept_cb, &a);
+        if (rc == 0 && *dir->path)
+            rc = concept_json_dent(&a);
     }
-    if (a != AREA_CONCEPTS)
-        return -ENOENT;
-    rc = concept_parse(rest, &cp);
-    if (rc == 0 && cp.json)
-        return open_text(h, a, rest);
-    h->cut = sdb_view_cut_ref(ctx()->live);
-    return rc < 0 ? rc : sdb_view_open_file(h->cut, cp.rel, &h->fd, &h->st);
-}
-
-static void file_free(struct fs_file *h)
-{
-    if (h->fd >= 0)
-        close(h->fd);
-    free(h->text);
-    sdb_view_cut_unref(h->cut);
-    free(h);
-}
-
-static int fs_open(const char *path, struct fuse_file_info *fi)
-{
-    struct fs_file *h;
-    const char *rest = "";
-    enum area a = classify(path, &rest);
-    int rc;
-
-    if ((fi->flags & O_ACCMODE) != O_RDONLY ||
-        (fi->flags & (O_TRUNC | O_CREAT)))
-        return -EROFS;
-    if (!(h = calloc(1, sizeof(*h))))
-        return -ENOMEM;
-    h->fd = -1;
-    h->magic = FILE_MAGIC;
-    rc = open_in(h, a, rest);
     if (rc < 0) {
-        file_free(h);
-        return to_errno(rc);
+        fs_list_free(a.l);
+        return rc;
     }
-    fi->keep_cache = !h->st.can_grow;
-    fi->direct_io = h->st.can_grow;
-    fi->noflush = 1; /* nothing to flush: saves a request per close */
-    fi->fh = (uint64_t)(uintptr_t)h;
+    if (a.l->n)
+        qsort(a.l->v, a.l->n, sizeof(*a.l->v), cmp_dent);
+    *out = a.l;
     return 0;
 }
 
-static int fs_read(const char *path, char *buf, size_t size, off_t off,
-                   struct fuse_file_info *fi)
+/* The listing of dir, built at the first use and kept with the node. */
+static int list_get(struct fs_ctx *fx, struct fs_node *dir,
+                    const struct fs_list **out)
 {
-    struct fs_file *h = (struct fs_file *)(uintptr_t)fi->fh;
-    uint64_t end = h->st.size;
-    ssize_t n;
+    struct fs_list *l;
+    int rc;
 
-    (void)path;
-    if (off < 0 || (uint64_t)off >= end)
+    fs_node_lock();
+    *out = dir->list;
+    fs_node_unlock();
+    if (*out)
         return 0;
-    if (size > end - (uint64_t)off)
-        size = (size_t)(end - (uint64_t)off);
-    if (h->text) {
-        memcpy(buf, h->text + off, size);
-        return (int)size;
+    rc = list_build(fx, dir, &l);
+    if (rc == 0)
+        *out = fs_node_set_list(dir, l);
+    return rc;
+}
+
+/* ---- nodes ---- */
+
+/* Files of data/ whose versions the server replaces or recycles: read
+ * through the fd the cut holds.  Segment files only grow: read by path. */
+static bool held_file(const char *path)
+{
+    return strcmp(path, "metadata.json") == 0 ||
+           strcmp(path, "db/indexes/index.snap") == 0 ||
+           strncmp(path, "wal/", 4) == 0;
+}
+
+/* "db/<escaped dir>" of the concept shown at path (below concepts/). */
+static int concept_rel(const char *path, char **out)
+{
+    char concept[SDB_MAX_PATH_LEN + 1], cdir[SDB_MAX_PATH_LEN * 3 + 1];
+    int rc = sdb_view_concept_resolve(path, concept, sizeof(concept));
+
+    if (rc == 0)
+        rc = sdb_concept_to_dir(concept, cdir, sizeof(cdir), NULL);
+    if (rc < 0)
+        return SDB_ENOTFOUND;
+    return asprintf(out, "db/%s", cdir) < 0 ? SDB_ENOMEM : 0;
+}
+
+/* Fill the rest of template t for entry d below dir. */
+static int child_tmpl(const struct fs_node *dir, const struct fs_dent *d,
+                      struct fs_node *t)
+{
+    sdb_view_stat vs;
+
+    if (d->vs.is_dir) {
+        t->cls = dir->cls;
+        return dir->area == AREA_CONCEPTS ? concept_rel(t->path, &t->rel) : 0;
     }
-    n = pread(h->fd, buf, size, off);
-    return n < 0 ? -errno : (int)n;
+    if (d->text) {
+        t->len = d->len;
+        t->text = malloc(d->len + 1);
+        if (!t->text)
+            return SDB_ENOMEM;
+        memcpy(t->text, d->text, d->len + 1);
+        return 0;
+    }
+    if (dir->area == AREA_DATA && held_file(t->path))
+        return sdb_view_open_file(dir->cls->cut, t->path, &t->fd, &vs);
+    t->rel = dir->area == AREA_DATA ? strdup(t->path) : join(dir->rel, d->name);
+    return t->rel ? 0 : SDB_ENOMEM;
 }
 
-static int fs_release(const char *path, struct fuse_file_info *fi)
+/* The node of entry d below dir, with one more lookup. */
+static int child_node(const struct fs_node *dir, const struct fs_dent *d,
+                      struct fs_node **out)
 {
-    (void)path;
-    file_free((struct fs_file *)(uintptr_t)fi->fh);
+    struct fs_node t;
+    int rc;
+
+    memset(&t, 0, sizeof(t));
+    t.fd = -1;
+    t.area = dir->area;
+    t.vs = d->vs;
+    if (!(t.path = join(dir->path, d->name)))
+        return SDB_ENOMEM;
+    rc = child_tmpl(dir, d, &t);
+    if (rc < 0) {
+        free(t.path);
+        free(t.rel);
+        free(t.text);
+        if (t.fd >= 0)
+            close(t.fd);
+        return rc;
+    }
+    fs_node_lock();
+    *out = fs_node_ref(&t);
+    fs_class_touch(dir->cls);
+    fs_node_unlock();
+    return *out ? 0 : SDB_ENOMEM;
+}
+
+/* data/ or concepts/ in the class of the asking process's cut. */
+static int area_node(struct fs_ctx *fx, pid_t pid, enum fs_area a,
+                     struct fs_node **out)
+{
+    struct fs_node t;
+    sdb_view_cut *cut;
+    int rc = fs_epoch_get(fx, pid, &cut);
+
+    if (rc < 0)
+        return rc;
+    memset(&t, 0, sizeof(t));
+    t.fd = -1;
+    t.area = a;
+    if (a == AREA_DATA)
+        rc = sdb_view_stat_path(cut, "", &t.vs);
+    else
+        virt_stat(fx, INO_CONCEPTS, true, 0, &t.vs);
+    t.path = strdup("");
+    t.rel = a == AREA_CONCEPTS ? strdup("db") : NULL;
+    if (rc == 0 && (!t.path || (a == AREA_CONCEPTS && !t.rel)))
+        rc = SDB_ENOMEM;
+    fs_node_lock();
+    t.cls = rc == 0 ? fs_class_get(cut) : NULL;
+    if (rc == 0 && !t.cls)
+        rc = SDB_ENOMEM;
+    *out = rc == 0 ? fs_node_ref(&t) : NULL;
+    fs_node_unlock();
+    if (rc < 0) {
+        free(t.path);
+        free(t.rel);
+    }
+    sdb_view_cut_unref(cut);
+    return rc < 0 ? rc : *out ? 0 : SDB_ENOMEM;
+}
+
+/* A node for README or health.json (its bytes rendered now). */
+static int text_node(struct fs_ctx *fx, enum fs_area a, struct fs_node **out)
+{
+    struct fs_node t;
+    int rc = 0;
+
+    memset(&t, 0, sizeof(t));
+    t.fd = -1;
+    t.area = a;
+    if (a == AREA_README) {
+        t.len = strlen(readme_text);
+        t.text = strdup(readme_text);
+        t.path = strdup("README");
+    } else {
+        rc = health_text(fx, &t.text, &t.len);
+        t.path = strdup("health.json");
+    }
+    if (rc == 0 && (!t.text || !t.path))
+        rc = SDB_ENOMEM;
+    if (rc < 0) {
+        free(t.text);
+        free(t.path);
+        return rc;
+    }
+    virt_stat(fx, a == AREA_README ? INO_README : INO_HEALTH, false, t.len,
+              &t.vs);
+    fs_node_lock();
+    *out = fs_node_ref(&t);
+    fs_node_unlock();
+    return *out ? 0 : SDB_ENOMEM;
+}
+
+/* An entry of the root; *ttl: how long the kernel may keep the entry. */
+static int root_child(fuse_req_t req, const char *name, struct fs_node **out,
+                      double *ttl)
+{
+    pid_t pid = fuse_req_ctx(req)->pid;
+
+    *ttl = 0; /* depends on who asks (or, for health.json, when) */
+    if (strcmp(name, "README") == 0) {
+        *ttl = TTL_LONG;
+        return text_node(ctx(req), AREA_README, out);
+    }
+    if (strcmp(name, "health.json") == 0)
+        return text_node(ctx(req), AREA_HEALTH, out);
+    if (strcmp(name, "concepts") == 0)
+        return area_node(ctx(req), pid, AREA_CONCEPTS, out);
+    if (strcmp(name, "data") == 0)
+        return area_node(ctx(req), pid, AREA_DATA, out);
+    return SDB_ENOTFOUND;
+}
+
+static int dir_child(fuse_req_t req, struct fs_node *dir, const char *name,
+                     struct fs_node **out)
+{
+    const struct fs_list *l;
+    struct fs_dent key = {.name = (char *)name}, *d;
+    int rc;
+
+    if (!dir->vs.is_dir)
+        return -ENOTDIR;
+    rc = list_get(ctx(req), dir, &l);
+    if (rc < 0)
+        return rc;
+    d = l->n ? bsearch(&key, l->v, l->n, sizeof(*l->v), cmp_dent) : NULL;
+    return d ? child_node(dir, d, out) : SDB_ENOTFOUND;
+}
+
+/* ---- handlers ---- */
+
+static void fill_entry(const struct fs_node *n, double ttl,
+                       struct fuse_entry_param *e)
+{
+    memset(e, 0, sizeof(*e));
+    e->ino = fs_node_ino(n);
+    to_stat(&n->vs, &e->attr);
+    e->attr_timeout = TTL_LONG;
+    e->entry_timeout = ttl;
+}
+
+/* Replies: the entry, or an error. */
+static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct fs_node *dir = fs_node_of(parent), *n = NULL;
+    struct fuse_entry_param e;
+    double ttl = TTL_LONG;
+    int rc = dir->area == AREA_ROOT ? root_child(req, name, &n, &ttl)
+                                    : dir_child(req, dir, name, &n);
+
+    if (rc < 0) {
+        fuse_reply_err(req, to_errno(rc));
+        return;
+    }
+    fill_entry(n, ttl, &e);
+    if (fuse_reply_entry(req, &e) != 0)
+        fs_node_forget(n, 1); /* the kernel never got it */
+}
+
+/* Replies: none. */
+static void fs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+    fs_node_forget(fs_node_of(ino), nlookup);
+    fuse_reply_none(req);
+}
+
+static void fs_forget_multi(fuse_req_t req, size_t count,
+                            struct fuse_forget_data *forgets)
+{
+    for (size_t i = 0; i < count; i++)
+        fs_node_forget(fs_node_of(forgets[i].ino), forgets[i].nlookup);
+    fuse_reply_none(req);
+}
+
+/* Replies: the attributes (the node's, for ever). */
+static void fs_getattr(fuse_req_t req, fuse_ino_t ino,
+                       struct fuse_file_info *fi)
+{
+    struct fs_node *n = fs_node_of(ino);
+    struct stat st;
+    sdb_view_stat vs;
+
+    (void)fi;
+    if (n->area == AREA_ROOT) {
+        virt_stat(ctx(req), INO_ROOT, true, 0, &vs);
+        to_stat(&vs, &st);
+    } else {
+        to_stat(&n->vs, &st);
+    }
+    fuse_reply_attr(req, &st, TTL_LONG);
+}
+
+/* Replies: ENOSYS, which makes the kernel open every file without a
+ * request from now on (reads name the node; nothing to release), or,
+ * where the kernel cannot do that, an open with the page cache kept. */
+static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    (void)ino;
+    if ((fi->flags & O_ACCMODE) != O_RDONLY ||
+        (fi->flags & (O_TRUNC | O_CREAT))) {
+        fuse_reply_err(req, EROFS);
+        return;
+    }
+    if (no_open) {
+        fuse_reply_err(req, ENOSYS);
+        return;
+    }
+    fi->keep_cache = 1;
+    fuse_reply_open(req, fi);
+}
+
+/* Replies: as fs_open, for directories (their listings are cached). */
+static void fs_opendir(fuse_req_t req, fuse_ino_t ino,
+                       struct fuse_file_info *fi)
+{
+    (void)ino;
+    if (no_opendir) {
+        fuse_reply_err(req, ENOSYS);
+        return;
+    }
+    fi->keep_cache = 1;
+    fi->cache_readdir = 1;
+    fuse_reply_open(req, fi);
+}
+
+/* Bytes [off, off + size) of file node n, cut at its size. */
+static int read_node(struct fs_ctx *fx, const struct fs_node *n, char *buf,
+                     size_t size, off_t off, size_t *got)
+{
+    ssize_t r;
+    int fd;
+
+    *got = 0;
+    if (off < 0 || (uint64_t)off >= n->vs.size)
+        return 0;
+    if (size > n->vs.size - (uint64_t)off)
+        size = (size_t)(n->vs.size - (uint64_t)off);
+    if (n->text) {
+        memcpy(buf, n->text + off, size);
+        *got = size;
+        return 0;
+    }
+    fd = n->fd;
+    if (fd < 0) {
+        char path[4200];
+        snprintf(path, sizeof(path), "%s/%s", fx->data_dir, n->rel);
+        if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+            return -errno;
+    }
+    r = pread(fd, buf, size, off);
+    if (r < 0)
+        r = -errno;
+    if (fd != n->fd)
+        close(fd);
+    if (r < 0)
+        return (int)r;
+    *got = (size_t)r;
     return 0;
 }
 
-static int fs_statfs(const char *path, struct statvfs *st)
+/* Replies: the bytes (short at the node's size), or an error. */
+static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                    struct fuse_file_info *fi)
 {
-    (void)path;
-    if (statvfs(ctx()->data_dir, st) < 0)
-        return -errno;
-    st->f_flag |= ST_RDONLY;
-    st->f_bfree = st->f_bavail = 0;
-    return 0;
+    struct fs_node *n = fs_node_of(ino);
+    char *buf;
+    size_t got = 0;
+    int rc;
+
+    (void)fi;
+    if (n->vs.is_dir) {
+        fuse_reply_err(req, EISDIR);
+        return;
+    }
+    if (!(buf = malloc(size ? size : 1))) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    rc = read_node(ctx(req), n, buf, size, off, &got);
+    if (rc < 0)
+        fuse_reply_err(req, to_errno(rc));
+    else
+        fuse_reply_buf(req, buf, got);
+    free(buf);
 }
 
-static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
+/* One directory entry at index i (0 ".", 1 "..", then the listing) into
+ * buf; the size it needs (more than room: nothing was added). */
+static size_t add_dent(fuse_req_t req, struct fs_node *dir,
+                       const struct fs_list *l, size_t i, bool plus, char *buf,
+                       size_t room, int *rc)
 {
-    (void)conn;
-    cfg->use_ino = 1;
-    /* 0: sizes are never stale after an append (ECOSYSTEM.md section 3).
-     * SDB_FS_TIMEOUT overrides both, for benchmarks only. */
-    cfg->entry_timeout =
-        getenv("SDB_FS_TIMEOUT") ? atof(getenv("SDB_FS_TIMEOUT")) : 0;
-    cfg->attr_timeout = cfg->entry_timeout;
-    cfg->negative_timeout = 0;
-    cfg->kernel_cache = 0;
-    cfg->direct_io = 0;
-    return fuse_get_context()->private_data;
+    const char *name = i == 0 ? "." : i == 1 ? ".." : l->v[i - 2].name;
+    struct fs_node *n = NULL;
+    struct fuse_entry_param e;
+    double ttl = TTL_LONG;
+    size_t need;
+
+    memset(&e, 0, sizeof(e));
+    if (i >= 2 && plus)
+        *rc = dir->area == AREA_ROOT ? root_child(req, name, &n, &ttl)
+                                     : child_node(dir, &l->v[i - 2], &n);
+    if (*rc < 0)
+        return 0;
+    if (n)
+        fill_entry(n, ttl, &e);
+    else
+        to_stat(i >= 2 ? &l->v[i - 2].vs : &dir->vs, &e.attr);
+    need = plus
+               ? fuse_add_direntry_plus(req, buf, room, name, &e, (off_t)i + 1)
+               : fuse_add_direntry(req, buf, room, name, &e.attr, (off_t)i + 1);
+    if (need > room && n)
+        fs_node_forget(n, 1);
+    return need;
+}
+
+/* The root's names, as a listing (readdirplus renders their nodes). */
+static const struct fs_list *root_list(void)
+{
+    static const struct fs_dent d[4] = {
+        {.name = (char *)"README", .vs = {.ino = INO_README}},
+        {.name = (char *)"concepts", .vs = {.ino = INO_CONCEPTS, .is_dir = 1}},
+        {.name = (char *)"data", .vs = {.ino = INO_ROOT + 4, .is_dir = 1}},
+        {.name = (char *)"health.json", .vs = {.ino = INO_HEALTH}}};
+    static const struct fs_list l = {4, (struct fs_dent *)d};
+
+    return &l;
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                       bool plus)
+{
+    struct fs_node *dir = fs_node_of(ino);
+    const struct fs_list *l = NULL;
+    size_t pos = 0;
+    char *buf = NULL;
+    int rc = dir->vs.is_dir ? 0 : -ENOTDIR;
+
+    if (rc == 0 && dir->area == AREA_ROOT)
+        l = root_list();
+    else if (rc == 0)
+        rc = list_get(ctx(req), dir, &l);
+    if (rc == 0 && !(buf = malloc(size ? size : 1)))
+        rc = SDB_ENOMEM;
+    if (rc < 0 || !l) {
+        fuse_reply_err(req, to_errno(rc < 0 ? rc : SDB_ENOMEM));
+        free(buf);
+        return;
+    }
+    for (size_t i = off < 0 ? 0 : (size_t)off; i < l->n + 2; i++) {
+        size_t need =
+            add_dent(req, dir, l, i, plus, buf + pos, size - pos, &rc);
+        if (rc < 0 || need > size - pos)
+            break;
+        pos += need;
+    }
+    if (rc < 0 && pos == 0)
+        fuse_reply_err(req, to_errno(rc));
+    else
+        fuse_reply_buf(req, buf, pos);
+    free(buf);
+}
+
+/* Replies: a buffer of entries (listing fixed for the node's life). */
+static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                       struct fuse_file_info *fi)
+{
+    (void)fi;
+    do_readdir(req, ino, size, off, false);
+}
+
+/* Replies: as fs_readdir, each entry with its node (one lookup each). */
+static void fs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
+                           off_t off, struct fuse_file_info *fi)
+{
+    (void)fi;
+    do_readdir(req, ino, size, off, true);
+}
+
+/* Replies: the data directory's file system, read-only and full. */
+static void fs_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+    struct statvfs st;
+
+    (void)ino;
+    if (statvfs(ctx(req)->data_dir, &st) < 0) {
+        fuse_reply_err(req, errno);
+        return;
+    }
+    st.f_flag |= ST_RDONLY;
+    st.f_bfree = st.f_bavail = 0;
+    fuse_reply_statfs(req, &st);
+}
+
+static void fs_init(void *userdata, struct fuse_conn_info *conn)
+{
+    (void)userdata;
+    no_open = (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT) != 0;
+    no_opendir = (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) != 0;
+    /* a node's bytes never change: no need to compare mtimes on read */
+    conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
+}
+
+static void fs_destroy(void *userdata)
+{
+    (void)userdata;
+    fs_nodes_clear();
 }
 
 /* ---- everything that would write: EROFS ---- */
 
-static int rofs_path(const char *p)
+static void rofs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+                         int to_set, struct fuse_file_info *fi)
 {
-    (void)p;
-    return -EROFS;
+    (void)ino, (void)attr, (void)to_set, (void)fi;
+    fuse_reply_err(req, EROFS);
 }
-static int rofs_mode(const char *p, mode_t m)
+static void rofs_mknod(fuse_req_t req, fuse_ino_t p, const char *n, mode_t m,
+                       dev_t d)
 {
-    (void)p, (void)m;
-    return -EROFS;
+    (void)p, (void)n, (void)m, (void)d;
+    fuse_reply_err(req, EROFS);
 }
-static int rofs_two(const char *a, const char *b)
+static void rofs_mkdir(fuse_req_t req, fuse_ino_t p, const char *n, mode_t m)
 {
-    (void)a, (void)b;
-    return -EROFS;
+    (void)p, (void)n, (void)m;
+    fuse_reply_err(req, EROFS);
 }
-static int rofs_rename(const char *a, const char *b, unsigned int flags)
-{
-    (void)a, (void)b, (void)flags;
-    return -EROFS;
-}
-static int rofs_mknod(const char *p, mode_t m, dev_t d)
-{
-    (void)p, (void)m, (void)d;
-    return -EROFS;
-}
-static int rofs_chmod(const char *p, mode_t m, struct fuse_file_info *fi)
-{
-    (void)p, (void)m, (void)fi;
-    return -EROFS;
-}
-static int rofs_chown(const char *p, uid_t u, gid_t g,
-                      struct fuse_file_info *fi)
-{
-    (void)p, (void)u, (void)g, (void)fi;
-    return -EROFS;
-}
-static int rofs_truncate(const char *p, off_t o, struct fuse_file_info *fi)
-{
-    (void)p, (void)o, (void)fi;
-    return -EROFS;
-}
-static int rofs_write(const char *p, const char *b, size_t n, off_t o,
-                      struct fuse_file_info *fi)
-{
-    (void)p, (void)b, (void)n, (void)o, (void)fi;
-    return -EROFS;
-}
-static int rofs_create(const char *p, mode_t m, struct fuse_file_info *fi)
-{
-    (void)p, (void)m, (void)fi;
-    return -EROFS;
-}
-static int rofs_utimens(const char *p, const struct timespec tv[2],
-                        struct fuse_file_info *fi)
-{
-    (void)p, (void)tv, (void)fi;
-    return -EROFS;
-}
-static int rofs_setxattr(const char *p, const char *n, const char *v, size_t s,
-                         int f)
-{
-    (void)p, (void)n, (void)v, (void)s, (void)f;
-    return -EROFS;
-}
-static int rofs_removexattr(const char *p, const char *n)
+static void rofs_name(fuse_req_t req, fuse_ino_t p, const char *n)
 {
     (void)p, (void)n;
-    return -EROFS;
+    fuse_reply_err(req, EROFS);
 }
-static int rofs_fallocate(const char *p, int m, off_t o, off_t l,
-                          struct fuse_file_info *fi)
+static void rofs_symlink(fuse_req_t req, const char *link, fuse_ino_t p,
+                         const char *n)
 {
-    (void)p, (void)m, (void)o, (void)l, (void)fi;
-    return -EROFS;
+    (void)link, (void)p, (void)n;
+    fuse_reply_err(req, EROFS);
+}
+static void rofs_rename(fuse_req_t req, fuse_ino_t p, const char *n,
+                        fuse_ino_t np, const char *nn, unsigned int flags)
+{
+    (void)p, (void)n, (void)np, (void)nn, (void)flags;
+    fuse_reply_err(req, EROFS);
+}
+static void rofs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t np,
+                      const char *nn)
+{
+    (void)ino, (void)np, (void)nn;
+    fuse_reply_err(req, EROFS);
+}
+static void rofs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+                       size_t size, off_t off, struct fuse_file_info *fi)
+{
+    (void)ino, (void)buf, (void)size, (void)off, (void)fi;
+    fuse_reply_err(req, EROFS);
+}
+static void rofs_create(fuse_req_t req, fuse_ino_t p, const char *n, mode_t m,
+                        struct fuse_file_info *fi)
+{
+    (void)p, (void)n, (void)m, (void)fi;
+    fuse_reply_err(req, EROFS);
+}
+static void rofs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *n,
+                          const char *v, size_t s, int f)
+{
+    (void)ino, (void)n, (void)v, (void)s, (void)f;
+    fuse_reply_err(req, EROFS);
+}
+static void rofs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *n)
+{
+    (void)ino, (void)n;
+    fuse_reply_err(req, EROFS);
+}
+static void rofs_fallocate(fuse_req_t req, fuse_ino_t ino, int m, off_t o,
+                           off_t l, struct fuse_file_info *fi)
+{
+    (void)ino, (void)m, (void)o, (void)l, (void)fi;
+    fuse_reply_err(req, EROFS);
 }
 
-const struct fuse_operations sdb_fs_ops = {
+const struct fuse_lowlevel_ops sdb_fs_ops = {
     .init = fs_init,
+    .destroy = fs_destroy,
+    .lookup = fs_lookup,
+    .forget = fs_forget,
+    .forget_multi = fs_forget_multi,
     .getattr = fs_getattr,
-    .opendir = fs_opendir,
-    .readdir = fs_readdir,
-    .releasedir = fs_releasedir,
     .open = fs_open,
     .read = fs_read,
-    .release = fs_release,
+    .opendir = fs_opendir,
+    .readdir = fs_readdir,
+    .readdirplus = fs_readdirplus,
     .statfs = fs_statfs,
-    .mkdir = rofs_mode,
-    .unlink = rofs_path,
-    .rmdir = rofs_path,
-    .symlink = rofs_two,
-    .link = rofs_two,
-    .rename = rofs_rename,
+    .setattr = rofs_setattr,
     .mknod = rofs_mknod,
-    .chmod = rofs_chmod,
-    .chown = rofs_chown,
-    .truncate = rofs_truncate,
+    .mkdir = rofs_mkdir,
+    .unlink = rofs_name,
+    .rmdir = rofs_name,
+    .symlink = rofs_symlink,
+    .rename = rofs_rename,
+    .link = rofs_link,
     .write = rofs_write,
     .create = rofs_create,
-    .utimens = rofs_utimens,
     .setxattr = rofs_setxattr,
     .removexattr = rofs_removexattr,
     .fallocate = rofs_fallocate,

@@ -155,9 +155,10 @@ struct cut_wal {
  * any of its segment files (see step 5 of the header comment).
  */
 struct dir_pin {
-    char *dir;   /* escaped, relative to db/; owned; NULL: a free slot */
-    uint32_t n;  /* entries in k */
-    uint32_t *k; /* [segno - 1]: records shown, PIN_HIDDEN if none; owned */
+    char *dir;    /* escaped, relative to db/; owned; NULL: a free slot */
+    uint32_t n;   /* entries in k */
+    uint32_t *k;  /* [segno - 1]: records shown, PIN_HIDDEN if none; owned */
+    uint64_t sig; /* the scan's signature (sizes, inodes) at the pin */
 };
 #define PIN_HIDDEN UINT32_MAX
 
@@ -180,6 +181,7 @@ struct sdb_view_cut {
     size_t n_wal;
     struct dir_pin *pins;    /* open addressing on str_hash(dir); power of 2 */
     size_t n_pins, cap_pins; /* protected by v->lock */
+    uint64_t cls;            /* sdb_view_cut_class; set once at capture */
 };
 
 /* ---- small helpers ---- */
@@ -579,6 +581,7 @@ static int pin_get(struct sdb_view_cut *c, const char *dir,
             return 0;
         }
     p = &c->pins[j];
+    p->sig = s->sig;
     rc = pin_fill(c, s, p);
     if (rc == 0 && !(p->dir = strdup(dir)))
         rc = SDB_ENOMEM;
@@ -611,14 +614,16 @@ static int seg_shown(struct sdb_view_cut *c, const char *dir,
     int rc;
 
     *out = PIN_HIDDEN;
-    if (segno > s->nseg || s->data_st[segno - 1].st_ino == 0)
-        return 0;
     if (c->live) {
-        *out = s->parts[segno - 1].n;
+        if (segno <= s->nseg && s->data_st[segno - 1].st_ino != 0)
+            *out = s->parts[segno - 1].n;
         return 0;
     }
+    /* pinned even when hidden: the pin remembers what the files were */
     rc = pin_get(c, dir, s, &p);
-    if (rc == 0 && segno <= p->n && p->k[segno - 1] != PIN_HIDDEN)
+    if (rc < 0 || segno > s->nseg || s->data_st[segno - 1].st_ino == 0)
+        return rc;
+    if (segno <= p->n && p->k[segno - 1] != PIN_HIDDEN)
         *out = p->k[segno - 1] < s->parts[segno - 1].n ? p->k[segno - 1]
                                                        : s->parts[segno - 1].n;
     return rc;
@@ -987,6 +992,43 @@ static int capture_once(struct sdb_view_cut *c)
     return 0;
 }
 
+/*
+ * The class of a captured cut: a hash of everything the capture saw, or 0.
+ * Two cuts of one class show the same bytes for every path, because the
+ * class is only given when the checkpoint has reached the last WAL record
+ * (C == L): every record <= L is then in the segments before the capture,
+ * so each pin is exactly the records <= L, whenever it is made.  Below
+ * that, records <= L may still be landing, and two cuts with equal
+ * captures can pin a directory at different lengths (step 5).
+ */
+static uint64_t cut_class(const struct sdb_view_cut *c)
+{
+    uint64_t h = 0x5344425643555431ULL;
+
+    if (!c->has_meta || c->meta.checkpoint_lsn != c->lsn_max)
+        return 0;
+    h = mix(mix(mix(h, c->store_id), c->lsn_max), (uint64_t)c->meta_len);
+    h = mix(mix(h, (uint64_t)c->meta_st.st_ino), (uint64_t)c->meta_st.st_size);
+    h = mix(mix(h, (uint64_t)c->meta_st.st_mtim.tv_sec),
+            (uint64_t)c->meta_st.st_mtim.tv_nsec);
+    h = mix(mix(h, (uint64_t)c->meta_st.st_ctim.tv_sec),
+            (uint64_t)c->meta_st.st_ctim.tv_nsec);
+    h = mix(mix(h, (uint64_t)(c->snap_fd >= 0)), c->snap_lsn);
+    if (c->snap_fd >= 0) {
+        h = mix(mix(h, (uint64_t)c->snap_st.st_ino),
+                (uint64_t)c->snap_st.st_size);
+        h = mix(mix(h, (uint64_t)c->snap_st.st_mtim.tv_sec),
+                (uint64_t)c->snap_st.st_mtim.tv_nsec);
+    }
+    h = mix(h, (uint64_t)c->n_wal);
+    for (size_t i = 0; i < c->n_wal; i++) {
+        const struct cut_wal *w = &c->wal[i];
+        h = mix(mix(mix(h, w->seq), (uint64_t)w->st.st_ino), w->len);
+        h = mix(mix(h, (uint64_t)w->mtime.tv_sec), (uint64_t)w->mtime.tv_nsec);
+    }
+    return h ? h : 1;
+}
+
 int sdb_view_cut_new(sdb_view *v, bool live, sdb_view_cut **out)
 {
     struct sdb_view_cut *c = calloc(1, sizeof(*c));
@@ -1015,6 +1057,7 @@ int sdb_view_cut_new(sdb_view *v, bool live, sdb_view_cut **out)
         pthread_mutex_lock(&v->lock);
         v->store_id = c->store_id;
         pthread_mutex_unlock(&v->lock);
+        c->cls = cut_class(c);
     }
     if (rc != 0) {
         cut_clear(c);
@@ -1042,6 +1085,30 @@ void sdb_view_cut_unref(sdb_view_cut *c)
 uint64_t sdb_view_cut_lsn(const sdb_view_cut *c)
 {
     return c->lsn_max;
+}
+
+uint64_t sdb_view_cut_class(const sdb_view_cut *c)
+{
+    return c->cls;
+}
+
+bool sdb_view_cut_unchanged(sdb_view_cut *c)
+{
+    struct sdb_view *v = c->v;
+    bool same = true;
+
+    pthread_mutex_lock(&v->lock);
+    for (size_t i = 0; same && i < c->cap_pins; i++) {
+        struct dir_scan probe = {0};
+        if (!c->pins[i].dir)
+            continue;
+        same = dir_files(v, c->pins[i].dir, &probe) == 0 &&
+               probe.sig == c->pins[i].sig;
+        free(probe.idx_st);
+        free(probe.data_st);
+    }
+    pthread_mutex_unlock(&v->lock);
+    return same;
 }
 
 /* ---- paths inside a cut ---- */
@@ -1169,6 +1236,21 @@ static int emit(struct sdb_view_cut *c, const char *dir_rel, const char *name,
     return rc < 0 ? rc : fn(arg, name, &st);
 }
 
+/* Pin concept directory dir (below db/) of cut c, if it is one, so that
+ * sdb_view_cut_unchanged notices segment files that appear in it. */
+static void pin_dir(struct sdb_view_cut *c, const char *dir)
+{
+    struct dir_scan *s;
+    const struct dir_pin *p;
+
+    if (c->live || !shown_dir(c, dir))
+        return;
+    pthread_mutex_lock(&c->v->lock);
+    if (get_scan(c->v, dir, &s) == 0)
+        pin_get(c, dir, s, &p);
+    pthread_mutex_unlock(&c->v->lock);
+}
+
 /* List a real directory below db/ (rel includes the "db" prefix). */
 static int list_db(struct sdb_view_cut *c, const char *rel, sdb_view_list_fn fn,
                    void *arg)
@@ -1180,6 +1262,8 @@ static int list_db(struct sdb_view_cut *c, const char *rel, sdb_view_list_fn fn,
     DIR *d;
 
     snprintf(path, sizeof(path), "%s/%s", c->v->data_dir, rel);
+    if (!top)
+        pin_dir(c, rel + 3);
     if (!(d = opendir(path)))
         return errno == ENOENT ? SDB_ENOTFOUND : -errno;
     while (rc == 0 && (de = readdir(d)) != NULL) {

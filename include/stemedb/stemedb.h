@@ -416,6 +416,25 @@ SDB_API sdb_view_cut *sdb_view_cut_ref(sdb_view_cut *c);
 SDB_API void sdb_view_cut_unref(sdb_view_cut *c);
 /* The last committed LSN the cut shows (UINT64_MAX for a live cut). */
 SDB_API uint64_t sdb_view_cut_lsn(const sdb_view_cut *c);
+/*
+ * The class of a cut: two cuts of one non-zero class show the same names,
+ * sizes and bytes for every path, so either of them is a consistent copy
+ * for a process that asked for the other (stemedb-fuse serves one cut per
+ * class and lets the kernel cache what it showed).
+ * Given only when the checkpoint had reached the last committed record at
+ * the capture and nothing captured differs; 0 otherwise and for a live
+ * cut (such a cut is only equal to itself).
+ */
+SDB_API uint64_t sdb_view_cut_class(const sdb_view_cut *c);
+/*
+ * Do the segment files of every concept directory cut c has looked at
+ * still have the sizes and inodes they had at that first look?  false:
+ * records were appended since, or (with the same WAL and metadata, so the
+ * same class) the files were changed behind the server's back, e.g.
+ * restored or truncated by hand; a new cut of c's class would then not
+ * show what c shows.  Costs a few stats per directory looked at.
+ */
+SDB_API bool sdb_view_cut_unchanged(sdb_view_cut *c);
 
 /*
  * Stat rel, a path relative to the data directory ("" is its root;

@@ -2,7 +2,8 @@
  * test_view.c - unit tests for src/view.c: shown names of concept
  * directories (round trip, no collisions), cuts that stop at committed
  * records (torn WAL and idx tails hidden, later records excluded, recycled
- * WAL files still readable), assertions.json contents and health.json.
+ * WAL files still readable), the classes of cuts and their check against
+ * segments changed by hand, assertions.json contents and health.json.
  */
 #include <fcntl.h>
 #include <setjmp.h>
@@ -251,6 +252,61 @@ static void test_view_cut_excludes_later_records(void **state)
     free(rel);
 }
 
+static void
+test_view_cut_class_needs_a_checkpoint_at_the_last_record(void **state)
+{
+    struct fx *f = *state;
+    sdb_view *v;
+    sdb_view_cut *c[5];
+
+    free(put(f->db, "m/a", "p", 1));
+    assert_int_equal(sdb_view_open(f->dir, &v), 0);
+    assert_int_equal(sdb_view_cut_new(v, true, &c[0]), 0);
+    assert_int_equal(sdb_view_cut_class(c[0]), 0); /* live */
+    assert_int_equal(sdb_view_cut_new(v, false, &c[1]), 0);
+    assert_int_equal(sdb_view_cut_class(c[1]), 0); /* past the checkpoint */
+    assert_int_equal(sdb_checkpoint(f->db), 0);
+    assert_int_equal(sdb_view_cut_new(v, false, &c[2]), 0);
+    assert_int_equal(sdb_view_cut_new(v, false, &c[3]), 0);
+    assert_true(sdb_view_cut_class(c[2]) != 0);
+    assert_true(sdb_view_cut_class(c[2]) == sdb_view_cut_class(c[3]));
+    free(put(f->db, "m/a", "p", 2));
+    assert_int_equal(sdb_checkpoint(f->db), 0);
+    assert_int_equal(sdb_view_cut_new(v, false, &c[4]), 0);
+    assert_true(sdb_view_cut_class(c[4]) != 0);
+    assert_true(sdb_view_cut_class(c[4]) != sdb_view_cut_class(c[2]));
+    for (int i = 0; i < 5; i++)
+        sdb_view_cut_unref(c[i]);
+    sdb_view_close(v);
+}
+
+static void test_view_cut_unchanged_sees_segments_changed_by_hand(void **state)
+{
+    struct fx *f = *state;
+    const char *seg = "db/m/a/@seg-000001.msgpack";
+    sdb_view *v;
+    sdb_view_cut *c;
+    char *path;
+
+    free(put(f->db, "m/a", "p", 1));
+    free(put(f->db, "m/b", "p", 1));
+    assert_int_equal(sdb_checkpoint(f->db), 0);
+    assert_int_equal(sdb_view_open(f->dir, &v), 0);
+    assert_int_equal(sdb_view_cut_new(v, false, &c), 0);
+    assert_true(stat_size(c, seg) > 0); /* the first look pins m/a */
+    assert_true(sdb_view_cut_unchanged(c));
+    path = tu_printf("%s/db/m/b/@seg-000001.msgpack", f->dir);
+    assert_int_equal(truncate(path, 0), 0); /* never looked at */
+    assert_true(sdb_view_cut_unchanged(c));
+    free(path);
+    path = tu_printf("%s/%s", f->dir, seg);
+    assert_int_equal(truncate(path, 0), 0);
+    assert_false(sdb_view_cut_unchanged(c));
+    free(path);
+    sdb_view_cut_unref(c);
+    sdb_view_close(v);
+}
+
 static void test_view_cut_keeps_recycled_wal_readable(void **state)
 {
     struct fx *f = *state;
@@ -351,6 +407,12 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_view_cut_keeps_recycled_wal_readable, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_view_cut_class_needs_a_checkpoint_at_the_last_record, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_view_cut_unchanged_sees_segments_changed_by_hand, setup,
+            teardown),
         cmocka_unit_test_setup_teardown(test_view_concept_json_skips_retracted,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_view_health_reports_the_lock,
