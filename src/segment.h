@@ -80,6 +80,28 @@ int sdb_segstore_append(struct sdb_segstore *ss, struct sdb_seginfo *si,
 int sdb_segstore_read(struct sdb_segstore *ss, const struct sdb_seginfo *si,
                       const struct sdb_loc *loc, void *buf);
 
+/*
+ * Read len raw bytes at off of segment segno of the concept into buf, with
+ * no checksum check (the caller verifies each record in it with
+ * sdb_segstore_verify).  Uses the read-only descriptor cache, never the
+ * writer's lock.  SDB_ECORRUPT (logged) if the file is too short.
+ */
+int sdb_segstore_read_span(struct sdb_segstore *ss,
+                           const struct sdb_seginfo *si, uint32_t segno,
+                           uint64_t off, size_t len, void *buf);
+
+/*
+ * Check the bytes of the record at loc (rec, loc->len bytes) against its
+ * checksum: 0, or SDB_ECORRUPT logged with the file name and offset.
+ */
+int sdb_segstore_verify(struct sdb_segstore *ss, const struct sdb_seginfo *si,
+                        const struct sdb_loc *loc, const void *rec);
+
+struct sdb_readcache_stats;
+/* Counters of the read descriptor cache (zeros before the first read). */
+void sdb_segstore_read_stats(struct sdb_segstore *ss,
+                             struct sdb_readcache_stats *out);
+
 /* fdatasync every dirty file, fsync every directory with new names. */
 int sdb_segstore_sync(struct sdb_segstore *ss);
 
