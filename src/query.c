@@ -9,6 +9,13 @@
  * sort key of the last item returned (consensus: k1 = groups already
  * returned).  A cursor from another lens or with a bound beyond the
  * visible LSN is rejected.
+ *
+ * Ranked lenses keep only the best limit + 1 hits in a bounded heap (the
+ * recency lens walks each concept newest first and stops early); only the
+ * records returned are read, one pread per run of nearby records, and each
+ * is checked against its own checksum.  sdb_query_text writes the result
+ * as JSON text directly (jsonw.h), byte for byte what json_dumps of
+ * sdb_query's tree would give.
  */
 #define _GNU_SOURCE
 #include "db_int.h"
@@ -537,15 +544,16 @@ static int ranked_page(struct qctx *qc, json_t *list, struct sdb_jsonw *w,
                        json_t **next, uint32_t *count)
 {
     struct topk tk = {0};
-    uint32_t n;
-    uint64_t k[3];
     int rc = select_page(qc, &tk);
+    /* limit + 1 were selected: one more than the page means a next page */
+    bool more = tk.n > (uint32_t)qc->q->limit;
+    uint32_t n = more ? (uint32_t)qc->q->limit : tk.n;
 
-    n = tk.n < (uint32_t)qc->q->limit ? tk.n : (uint32_t)qc->q->limit;
     if (rc == 0)
         rc = emit_page(qc, tk.v, n, list, w);
     *count = n;
-    if (rc == 0 && tk.n > n) {
+    if (rc == 0 && more) {
+        uint64_t k[3];
         sort_key(&qc->ix->entries[tk.v[n - 1]], qc->q->lens, k);
         *next = cursor_make(qc->q->lens, qc->bound, k);
         if (!*next)

@@ -20,8 +20,9 @@
  * The seed binds each record to its store, concept and segment, so a file
  * copied, swapped or misplaced fails verification.  Segment files are
  * written without fsync; sdb_segstore_sync makes them durable before a
- * checkpoint.  Threads: the writer appends; readers read; the fd cache is
- * protected by its own mutex.
+ * checkpoint.  Threads: the writer appends; readers read; the writer's fd
+ * cache is protected by its own mutex.  Readers never touch it: they use a
+ * separate cache of read-only descriptors (readcache.h) with its own locks.
  */
 #ifndef SDB_SEGMENT_H
 #define SDB_SEGMENT_H
