@@ -29,6 +29,7 @@
 #include "codec.h"
 #include "hash.h"
 #include "jsonw.h"
+#include "textcache.h"
 
 struct qctx {
     struct sdb_db *db;
@@ -466,9 +467,11 @@ static int decode_entry(const struct sdb_entry *e, const unsigned char *rec,
     return 0;
 }
 
-/* One assertion as text, exactly as sdb_assertion_to_json + "retracted". */
-static void assertion_text(struct sdb_jsonw *w, const struct sdb_assertion *a,
-                           bool retracted)
+/*
+ * One assertion as text, exactly as sdb_assertion_to_json, without the
+ * closing brace ("retracted" follows it).
+ */
+static void assertion_text(struct sdb_jsonw *w, const struct sdb_assertion *a)
 {
     char id[SDB_ID_LEN + 1];
     const char *tier = sdb_tier_name(a->tier);
@@ -502,15 +505,52 @@ static void assertion_text(struct sdb_jsonw *w, const struct sdb_assertion *a,
     sdb_jsonw_time(w, a->ts_us);
     sdb_jsonw_raw(w, ",\"lsn\":", 7);
     sdb_jsonw_int(w, (int64_t)a->id.lsn);
-    sdb_jsonw_raw(w,
-                  retracted ? ",\"retracted\":true}" : ",\"retracted\":false}",
-                  retracted ? 18 : 19);
+}
+
+/* The part of an item that depends on the snapshot, not on the record. */
+static void retracted_text(struct sdb_jsonw *w, bool retracted)
+{
+    if (retracted)
+        sdb_jsonw_raw(w, ",\"retracted\":true}", 18);
+    else
+        sdb_jsonw_raw(w, ",\"retracted\":false}", 19);
+}
+
+/*
+ * Item e as text: from the text cache when this very record (same LSN,
+ * length and just-verified checksum) was rendered before, else decoded,
+ * rendered and remembered.
+ */
+static int item_text(struct qctx *qc, struct sdb_textcache *tc,
+                     const struct sdb_entry *e, const unsigned char *rec,
+                     struct sdb_jsonw *w)
+{
+    struct sdb_textcache_key key = {e->lsn, e->hash, e->len};
+    bool retracted = e->retract_lsn && e->retract_lsn <= qc->bound;
+    struct sdb_assertion a;
+    size_t start = w->n;
+    int rc;
+
+    if (tc && sdb_textcache_get(tc, &key, w)) {
+        retracted_text(w, retracted);
+        return 0;
+    }
+    rc = decode_entry(e, rec, &a);
+    if (rc < 0)
+        return rc;
+    assertion_text(w, &a);
+    sdb_assertion_release(&a);
+    if (tc && !w->oom)
+        sdb_textcache_put(tc, &key, w->p + start, w->n - start);
+    retracted_text(w, retracted);
+    return 0;
 }
 
 /* Append the page's items: to list (JSON) or, when w is set, as text. */
 static int emit_page(struct qctx *qc, const uint32_t *pos, uint32_t n,
                      json_t *list, struct sdb_jsonw *w)
 {
+    struct sdb_textcache *tc = w ? sdb_segstore_text_cache(qc->db->ss) : NULL;
     struct pagerecs pr;
     int rc = read_page(qc, pos, n, &pr);
 
@@ -520,14 +560,17 @@ static int emit_page(struct qctx *qc, const uint32_t *pos, uint32_t n,
         struct sdb_assertion a;
         json_t *item;
 
-        rc = decode_entry(e, pr.rec[i], &a);
-        if (rc < 0)
-            break;
         if (w) {
             if (i)
                 sdb_jsonw_raw(w, ",", 1);
-            assertion_text(w, &a, retracted);
-        } else if ((item = sdb_assertion_to_json(&a)) != NULL) {
+            rc = item_text(qc, tc, e, pr.rec[i], w);
+            continue;
+        }
+        rc = decode_entry(e, pr.rec[i], &a);
+        if (rc < 0)
+            break;
+        item = sdb_assertion_to_json(&a);
+        if (item) {
             json_object_set_new(item, "retracted", json_boolean(retracted));
             json_array_append_new(list, item);
         } else {
@@ -647,7 +690,8 @@ static int consensus_page(struct qctx *qc, uint64_t skip, json_t *list,
     int rc = 0;
 
     sort_entries = qc->ix->entries;
-    qsort(qc->hits.v, qc->hits.n, sizeof(uint32_t), cmp_group);
+    if (qc->hits.n) /* hits.v is NULL when nothing matched */
+        qsort(qc->hits.v, qc->hits.n, sizeof(uint32_t), cmp_group);
     while (rc == 0 && b < qc->hits.n) {
         uint32_t e = b + 1;
         const struct sdb_entry *x = &qc->ix->entries[qc->hits.v[b]];
