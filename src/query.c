@@ -293,6 +293,10 @@ static void offer(struct qctx *qc, struct topk *tk, const uint32_t *v,
         }
         end = lo;
     }
+    /* the newest entries are scattered over the entry array: load the
+     * ones a page is likely to visit all at once */
+    for (uint32_t i = end; i-- > 0 && end - i <= tk->cap + 1;)
+        __builtin_prefetch(&es[pos_at(v, i)]);
     for (uint32_t i = end; i-- > 0;) {
         uint32_t pos = pos_at(v, i);
         if (tk->n == tk->cap && es[pos].lsn < es[tk->v[0]].lsn)
@@ -552,8 +556,14 @@ static int emit_page(struct qctx *qc, const uint32_t *pos, uint32_t n,
 {
     struct sdb_textcache *tc = w ? sdb_segstore_text_cache(qc->db->ss) : NULL;
     struct pagerecs pr;
-    int rc = read_page(qc, pos, n, &pr);
+    int rc;
 
+    for (uint32_t i = 0; tc && i < n; i++) { /* overlap the cache misses */
+        const struct sdb_entry *e = &qc->ix->entries[pos[i]];
+        struct sdb_textcache_key key = {e->lsn, e->hash, e->len};
+        sdb_textcache_prefetch(tc, &key);
+    }
+    rc = read_page(qc, pos, n, &pr);
     for (uint32_t i = 0; rc == 0 && i < n; i++) {
         const struct sdb_entry *e = &qc->ix->entries[pos[i]];
         bool retracted = e->retract_lsn && e->retract_lsn <= qc->bound;

@@ -129,6 +129,16 @@ int sdb_textcache_get(struct sdb_textcache *tc,
     return e != NULL;
 }
 
+void sdb_textcache_prefetch(struct sdb_textcache *tc,
+                            const struct sdb_textcache_key *key)
+{
+    uint64_t h = key_hash(key);
+    const struct tc_shard *sh = shard_of(tc, h);
+
+    /* buckets and nb never change after sdb_textcache_new: no lock */
+    __builtin_prefetch(&sh->buckets[h & (sh->nb - 1)]);
+}
+
 /* Drop the oldest entry of sh; caller holds the lock. */
 static void evict_oldest(struct tc_shard *sh)
 {

@@ -41,6 +41,13 @@ void sdb_textcache_free(struct sdb_textcache *tc);
 int sdb_textcache_get(struct sdb_textcache *tc,
                       const struct sdb_textcache_key *key, struct sdb_jsonw *w);
 
+/*
+ * Hint that key will be looked up soon: starts loading its hash bucket so
+ * the lookups of a page overlap their cache misses.  Reads nothing.
+ */
+void sdb_textcache_prefetch(struct sdb_textcache *tc,
+                            const struct sdb_textcache_key *key);
+
 /* Remember text (n bytes, copied) for key; dropped silently if no memory. */
 void sdb_textcache_put(struct sdb_textcache *tc,
                        const struct sdb_textcache_key *key, const char *text,
