@@ -33,6 +33,11 @@ static bool reserve(struct sdb_jsonw *w, size_t more)
     return true;
 }
 
+void sdb_jsonw_reserve(struct sdb_jsonw *w, size_t n)
+{
+    reserve(w, n);
+}
+
 void sdb_jsonw_raw(struct sdb_jsonw *w, const char *s, size_t n)
 {
     if (!reserve(w, n))

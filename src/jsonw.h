@@ -22,6 +22,8 @@ struct sdb_jsonw {
     bool oom;
 };
 
+/* Make room for n more bytes up front (a hint: saves reallocations). */
+void sdb_jsonw_reserve(struct sdb_jsonw *w, size_t n);
 /* Raw bytes, no escaping. */
 void sdb_jsonw_raw(struct sdb_jsonw *w, const char *s, size_t n);
 /* A JSON string (quotes included) of n bytes of UTF-8, escaped as jansson. */

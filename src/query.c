@@ -845,6 +845,9 @@ int sdb_query_text(sdb_db *db, json_t *req, char **out, size_t *out_len,
     rc = sdb_query_request_parse(req, &q, err);
     if (rc < 0)
         return rc;
+    /* about 300 bytes an item: one allocation for most pages */
+    sdb_jsonw_reserve(&w, q.limit < 200 ? (size_t)q.limit * 320 + 256
+                                        : (size_t)64 << 10);
     pthread_rwlock_rdlock(&db->ix_lock);
     qc.ix = db->ix;
     rc = run_query(&qc, &unused, &w, err);
