@@ -888,8 +888,8 @@ int sdb_get(sdb_db *db, const char *id, json_t **out, sdb_error *err)
         rc = entry_json(&qc, (uint32_t)pos, out);
         if (rc == 0 && e->retract_lsn && e->retract_lsn <= qc.bound) {
             int64_t rp = sdb_index_find_retraction(db->ix, e->retract_lsn);
-            char rid[SDB_ID_LEN + 1], t[32];
             if (rp >= 0) {
+                char rid[SDB_ID_LEN + 1], t[32];
                 struct sdb_id r = {e->retract_lsn,
                                    db->ix->retractions[rp].salt};
                 sdb_id_format(r, rid);
