@@ -294,8 +294,9 @@ static void offer(struct qctx *qc, struct topk *tk, const uint32_t *v,
         end = lo;
     }
     /* the newest entries are scattered over the entry array: load the
-     * ones a page is likely to visit all at once */
-    for (uint32_t i = end; i-- > 0 && end - i <= tk->cap + 1;)
+     * ones the page may still take all at once (none once it is full:
+     * then usually only the newest is looked at) */
+    for (uint32_t i = end; i-- > 0 && end - i <= tk->cap - tk->n + 1;)
         __builtin_prefetch(&es[pos_at(v, i)]);
     for (uint32_t i = end; i-- > 0;) {
         uint32_t pos = pos_at(v, i);
@@ -307,14 +308,44 @@ static void offer(struct qctx *qc, struct topk *tk, const uint32_t *v,
 }
 
 static void offer_concept(struct qctx *qc, struct topk *tk, uint32_t cid,
+                          bool subtree);
+
+/*
+ * The children of a concept, in batches: first gather a batch while
+ * prefetching each child's newest entry position, then prefetch those
+ * entries, then offer them, so the cache misses of a batch overlap.
+ */
+static void offer_children(struct qctx *qc, struct topk *tk, uint32_t first)
+{
+    struct sdb_concept *const *cs = qc->ix->concepts;
+    uint32_t ids[32], ch = first;
+
+    while (ch) {
+        unsigned k = 0;
+        for (; ch && k < 32; ch = cs[ch]->next_sibling) {
+            const struct u32vec *v = &cs[ch]->entries;
+            ids[k++] = ch;
+            if (v->n)
+                __builtin_prefetch(&v->v[v->n - 1]);
+        }
+        for (unsigned i = 0; i < k; i++) {
+            const struct u32vec *v = &cs[ids[i]]->entries;
+            if (v->n)
+                __builtin_prefetch(&qc->ix->entries[v->v[v->n - 1]]);
+        }
+        for (unsigned i = 0; i < k; i++)
+            offer_concept(qc, tk, ids[i], true);
+    }
+}
+
+static void offer_concept(struct qctx *qc, struct topk *tk, uint32_t cid,
                           bool subtree)
 {
     const struct sdb_concept *c = qc->ix->concepts[cid];
 
     offer(qc, tk, c->entries.v, c->entries.n);
-    for (uint32_t ch = c->first_child; subtree && ch;
-         ch = qc->ix->concepts[ch]->next_sibling)
-        offer_concept(qc, tk, ch, true);
+    if (subtree)
+        offer_children(qc, tk, c->first_child);
 }
 
 /* The best limit + 1 wanted entries into tk, in page order. */
