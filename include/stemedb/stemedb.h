@@ -561,8 +561,8 @@ SDB_API int sdb_backup_record_status(const char *data_dir, bool ok,
  * NUL) is malloc'd and the caller frees it; NULL on error.  Errors as
  * sdb_query.
  */
-SDB_API int sdb_query_text(sdb_db *db, json_t *req, char **out,
-                           size_t *out_len, sdb_error *err);
+SDB_API int sdb_query_text(sdb_db *db, json_t *req, char **out, size_t *out_len,
+                           sdb_error *err);
 
 #ifdef __cplusplus
 }
