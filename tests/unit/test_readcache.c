@@ -203,6 +203,8 @@ test_segstore_reads_many_concepts_and_names_a_corrupt_file(void **state)
     struct sdb_segstore *ss;
     struct sdb_seginfo si[50];
     struct sdb_loc loc[50];
+    struct sdb_readcache_stats st;
+    struct rlimit old, rl;
     char buf[32], *path, *img, *log, *logtxt;
     size_t len;
     int saved, lfd;
@@ -213,6 +215,14 @@ test_segstore_reads_many_concepts_and_names_a_corrupt_file(void **state)
     for (int i = 0; i < 50; i++)
         put_record(ss, &si[i], i, &loc[i]);
     assert_int_equal(sdb_segstore_sync(ss), 0);
+    /* a low limit when the first read sizes the cache: 8 slots for 50
+     * concepts, so the reads below keep evicting and reopening */
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+    rl = old;
+    rl.rlim_cur = (rlim_t)open_fds() + 40 < old.rlim_max
+                      ? (rlim_t)open_fds() + 40
+                      : old.rlim_max;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
     for (int round = 0; round < 2; round++)
         for (int i = 0; i < 50; i++) {
             char want[32];
@@ -220,6 +230,13 @@ test_segstore_reads_many_concepts_and_names_a_corrupt_file(void **state)
             assert_int_equal(sdb_segstore_read(ss, &si[i], &loc[i], buf), 0);
             assert_memory_equal(buf, want, strlen(want));
         }
+    sdb_segstore_read_stats(ss, &st);
+    if (rl.rlim_cur < old.rlim_max) {
+        assert_int_equal(st.capacity, 8);
+        assert_true(st.evictions >= 100 - 8 - st.hits);
+    }
+    assert_true(st.open <= st.capacity);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
     /* flip a byte of c17's record: the cached descriptor sees it */
     path = tu_printf("%s/c17/@seg-000001.msgpack", dir);
     img = tu_read_file(path, &len);
