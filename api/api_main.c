@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -486,6 +487,23 @@ static void release(struct api_server *srv)
     api_config_release(&srv->cfg);
 }
 
+/*
+ * Raise the soft RLIMIT_NOFILE to the hard limit: the store sizes its
+ * read-only descriptor cache from it when it opens, and every connection
+ * takes a descriptor too.  A failure only leaves the limit as it was.
+ */
+static void raise_nofile_limit(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == rl.rlim_max)
+        return;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        log_line(SDB_LOG_WARN, "cannot raise the open file limit: %s",
+                 strerror(errno));
+}
+
 int main(int argc, char **argv)
 {
     static struct api_server srv;
@@ -503,6 +521,7 @@ int main(int argc, char **argv)
         return rc == API_CONFIG_EXIT_OK ? 0 : 2;
     }
     log_level = srv.cfg.log_level;
+    raise_nofile_limit();
     /* block the stop signals before any thread exists: main waits for them */
     signal(SIGPIPE, SIG_IGN);
     sigemptyset(&set);

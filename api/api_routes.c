@@ -234,7 +234,8 @@ static enum MHD_Result handle_query(struct api_req *r)
     struct api_server *srv = r->ls->srv;
     enum MHD_Result ret = MHD_NO;
     json_t *req = parse_body(r, &ret);
-    json_t *out = NULL;
+    char *text = NULL;
+    size_t len = 0;
     sdb_error err;
     int rc;
 
@@ -245,12 +246,13 @@ static enum MHD_Result handle_query(struct api_req *r)
         json_decref(req);
         return reply_closing(r);
     }
-    rc = sdb_query(srv->db, req, &out, &err);
+    /* the text comes straight from the records: no json_t tree to dump */
+    rc = sdb_query_text(srv->db, req, &text, &len, &err);
     db_leave(srv);
     json_decref(req);
     if (rc != 0)
         return reply_sdb(r, rc, &err);
-    return api_http_reply_json(r, 200, out);
+    return api_http_reply_owned(r, 200, "application/json", text, len);
 }
 
 static enum MHD_Result handle_get(struct api_req *r, const char *url)

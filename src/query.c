@@ -9,6 +9,13 @@
  * sort key of the last item returned (consensus: k1 = groups already
  * returned).  A cursor from another lens or with a bound beyond the
  * visible LSN is rejected.
+ *
+ * Ranked lenses keep only the best limit + 1 hits in a bounded heap (the
+ * recency lens walks each concept newest first and stops early); only the
+ * records returned are read, one pread per run of nearby records, and each
+ * is checked against its own checksum.  sdb_query_text writes the result
+ * as JSON text directly (jsonw.h), byte for byte what json_dumps of
+ * sdb_query's tree would give.
  */
 #define _GNU_SOURCE
 #include "db_int.h"
@@ -21,6 +28,8 @@
 
 #include "codec.h"
 #include "hash.h"
+#include "jsonw.h"
+#include "textcache.h"
 
 struct qctx {
     struct sdb_db *db;
@@ -28,7 +37,9 @@ struct qctx {
     const struct sdb_query_req *q;
     uint64_t bound;
     uint32_t pred;
-    struct u32vec hits;
+    bool has_after; /* a cursor: only items ranked after "after" */
+    uint64_t after[3];
+    struct u32vec hits; /* the consensus lens: every visible hit */
 };
 
 int sdb_db_read_entry(struct sdb_db *db, uint32_t pos,
@@ -45,8 +56,9 @@ int sdb_db_read_entry(struct sdb_db *db, uint32_t pos,
         return SDB_ENOMEM;
     rc = sdb_segstore_read(db->ss, &db->ix->concepts[e->concept]->seg, &loc,
                            buf);
-    if (rc == 0)
-        rc = sdb_codec_unpack(buf, e->len, &used, &rec, NULL);
+    if (rc == 0) /* checksum verified: no canonical re-encoding */
+        rc = sdb_codec_unpack_ex(buf, e->len, &used, &rec, NULL,
+                                 SDB_UNPACK_TRUSTED);
     free(buf);
     if (rc < 0)
         return rc;
@@ -175,43 +187,465 @@ static int entry_json(struct qctx *qc, uint32_t pos, json_t **out)
     return 0;
 }
 
-static int ranked_page(struct qctx *qc, uint64_t after[3], bool has_cursor,
-                       json_t *list, json_t **next)
+/*
+ * ---- ranked pages: select the best limit + 1 without sorting every hit ----
+ * A bounded heap whose root is the worst item kept.  The recency lens walks
+ * each concept's entries newest first and stops as soon as the heap is full
+ * and the next entry is older than its worst item.
+ */
+
+struct topk {
+    const struct sdb_entry *es;
+    int lens;
+    uint32_t *v;
+    uint32_t n, cap;
+};
+
+/* < 0 when entry a ranks before entry b on the page. */
+static int rank_cmp(const struct topk *tk, uint32_t a, uint32_t b)
 {
-    const struct sdb_query_req *q = qc->q;
-    uint32_t start = 0, i;
+    uint64_t ka[3], kb[3];
+
+    sort_key(&tk->es[a], tk->lens, ka);
+    sort_key(&tk->es[b], tk->lens, kb);
+    return key_cmp(ka, kb);
+}
+
+static void topk_swap(struct topk *tk, uint32_t i, uint32_t j)
+{
+    uint32_t t = tk->v[i];
+
+    tk->v[i] = tk->v[j];
+    tk->v[j] = t;
+}
+
+static void topk_push(struct topk *tk, uint32_t pos)
+{
+    uint32_t i;
+
+    if (tk->n < tk->cap) {
+        i = tk->n++;
+        tk->v[i] = pos;
+        while (i > 0 && rank_cmp(tk, tk->v[(i - 1) / 2], tk->v[i]) < 0) {
+            topk_swap(tk, i, (i - 1) / 2);
+            i = (i - 1) / 2;
+        }
+        return;
+    }
+    if (rank_cmp(tk, pos, tk->v[0]) >= 0)
+        return; /* no better than the worst kept */
+    tk->v[0] = pos;
+    for (i = 0;;) {
+        uint32_t l = 2 * i + 1, r = l + 1, w = i;
+        if (l < tk->n && rank_cmp(tk, tk->v[l], tk->v[w]) > 0)
+            w = l;
+        if (r < tk->n && rank_cmp(tk, tk->v[r], tk->v[w]) > 0)
+            w = r;
+        if (w == i)
+            break;
+        topk_swap(tk, i, w);
+        i = w;
+    }
+}
+
+/* Visible, and past the cursor when there is one. */
+static bool wanted(const struct qctx *qc, uint32_t pos)
+{
     uint64_t k[3];
+
+    if (!visible(qc, &qc->ix->entries[pos]))
+        return false;
+    if (!qc->has_after)
+        return true;
+    sort_key(&qc->ix->entries[pos], qc->q->lens, k);
+    return key_cmp(k, qc->after) > 0;
+}
+
+static uint32_t pos_at(const uint32_t *v, uint32_t i)
+{
+    return v ? v[i] : i;
+}
+
+/*
+ * Offer n entry positions (v[i], or i itself when v is NULL), in LSN
+ * order, to the page.
+ */
+static void offer(struct qctx *qc, struct topk *tk, const uint32_t *v,
+                  uint32_t n)
+{
+    const struct sdb_entry *es = qc->ix->entries;
+    uint32_t end = n;
+
+    if (qc->q->lens != SDB_LENS_RECENCY) {
+        for (uint32_t i = 0; i < n; i++)
+            if (wanted(qc, pos_at(v, i)))
+                topk_push(tk, pos_at(v, i));
+        return;
+    }
+    if (qc->has_after && !qc->after[0] && !qc->after[1]) {
+        /* only LSNs below the cursor's: binary search the cut */
+        uint32_t lo = 0, hi = n;
+        while (lo < hi) {
+            uint32_t mid = lo + (hi - lo) / 2;
+            if (es[pos_at(v, mid)].lsn < qc->after[2])
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        end = lo;
+    }
+    /* the newest entries are scattered over the entry array: load the
+     * ones the page may still take all at once (none once it is full:
+     * then usually only the newest is looked at) */
+    for (uint32_t i = end; i-- > 0 && end - i <= tk->cap - tk->n + 1;)
+        __builtin_prefetch(&es[pos_at(v, i)]);
+    for (uint32_t i = end; i-- > 0;) {
+        uint32_t pos = pos_at(v, i);
+        if (tk->n == tk->cap && es[pos].lsn < es[tk->v[0]].lsn)
+            break; /* everything left is older still */
+        if (wanted(qc, pos))
+            topk_push(tk, pos);
+    }
+}
+
+static void offer_concept(struct qctx *qc, struct topk *tk, uint32_t cid,
+                          bool subtree);
+
+/*
+ * The children of a concept, in batches: first gather a batch while
+ * prefetching each child's newest entry position, then prefetch those
+ * entries, then offer them, so the cache misses of a batch overlap.
+ */
+static void offer_children(struct qctx *qc, struct topk *tk, uint32_t first)
+{
+    struct sdb_concept *const *cs = qc->ix->concepts;
+    uint32_t ids[32], ch = first;
+
+    while (ch) {
+        unsigned k = 0;
+        for (; ch && k < 32; ch = cs[ch]->next_sibling) {
+            const struct u32vec *v = &cs[ch]->entries;
+            ids[k++] = ch;
+            if (v->n)
+                __builtin_prefetch(&v->v[v->n - 1]);
+        }
+        for (unsigned i = 0; i < k; i++) {
+            const struct u32vec *v = &cs[ids[i]]->entries;
+            if (v->n)
+                __builtin_prefetch(&qc->ix->entries[v->v[v->n - 1]]);
+        }
+        for (unsigned i = 0; i < k; i++)
+            offer_concept(qc, tk, ids[i], true);
+    }
+}
+
+static void offer_concept(struct qctx *qc, struct topk *tk, uint32_t cid,
+                          bool subtree)
+{
+    const struct sdb_concept *c = qc->ix->concepts[cid];
+
+    offer(qc, tk, c->entries.v, c->entries.n);
+    if (subtree)
+        offer_children(qc, tk, c->first_child);
+}
+
+/* The best limit + 1 wanted entries into tk, in page order. */
+static int select_page(struct qctx *qc, struct topk *tk)
+{
+    uint32_t cid = 0;
     int rc = 0;
 
+    tk->es = qc->ix->entries;
+    tk->lens = qc->q->lens;
+    tk->cap = (uint32_t)qc->q->limit + 1;
+    tk->v = malloc(tk->cap * sizeof(*tk->v));
+    if (!tk->v)
+        return SDB_ENOMEM;
+    if (qc->q->scope == SDB_SCOPE_ALL) {
+        offer(qc, tk, NULL, qc->ix->n_entries);
+    } else {
+        rc = sdb_index_concept(qc->ix, qc->q->concept_path, false, &cid);
+        if (rc == 0 && cid)
+            offer_concept(qc, tk, cid, qc->q->scope == SDB_SCOPE_SUBTREE);
+    }
+    sort_entries = tk->es;
+    sort_lens = tk->lens;
+    qsort(tk->v, tk->n, sizeof(*tk->v), cmp_hits);
+    return rc;
+}
+
+/*
+ * ---- reading a page's records ----
+ * The records of a page are grouped by file and read with one pread per
+ * run of nearby records (a concept's newest records sit side by side at
+ * the end of its segment); each returned record is then checked against
+ * its own checksum.  Bytes between them are read but never used.
+ */
+
+#define SPAN_GAP 1024       /* bridge gaps up to this many bytes */
+#define SPAN_MAX (1u << 20) /* read at most this much at once */
+
+static __thread const uint32_t *ord_pos;
+
+static int cmp_file_off(const void *a, const void *b)
+{
+    const struct sdb_entry *x = &sort_entries[ord_pos[*(const uint32_t *)a]],
+                           *y = &sort_entries[ord_pos[*(const uint32_t *)b]];
+
+    if (x->concept != y->concept)
+    return x->concept < y->concept ? -1 : 1;
+    if (x->segno != y->segno)
+        return x->segno < y->segno ? -1 : 1;
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* The end (exclusive) of the span of ord[] starting at i, its byte range. */
+static uint32_t span_of(const struct sdb_entry *es, const uint32_t *pos,
+                        const uint32_t *ord, uint32_t n, uint32_t i,
+                        uint64_t *start, uint64_t *len)
+{
+    const struct sdb_entry *f = &es[pos[ord[i]]];
+    uint64_t end = (uint64_t)f->off + f->len;
+    uint32_t j = i + 1;
+
+    *start = f->off;
+    for (; j < n; j++) {
+        const struct sdb_entry *e = &es[pos[ord[j]]];
+        uint64_t e_end = (uint64_t)e->off + e->len;
+        if (e->concept != f->concept || e->segno != f->segno ||
+            e->off > end + SPAN_GAP || e_end - *start > SPAN_MAX)
+            break;
+        if (e_end > end)
+            end = e_end;
+    }
+    *len = end - *start;
+    return j;
+}
+
+struct pagerecs {
+    unsigned char *mem;
+    const unsigned char **rec; /* rec[i]: the verified bytes of pos[i] */
+};
+
+static int read_spans(struct qctx *qc, const uint32_t *pos, const uint32_t *ord,
+                      uint32_t n, struct pagerecs *pr)
+{
+    const struct sdb_entry *es = qc->ix->entries;
+    uint64_t start, len, total = 0;
+    size_t moff = 0;
+    int rc = 0;
+
+    for (uint32_t i = 0, j; i < n; i = j) {
+        j = span_of(es, pos, ord, n, i, &start, &len);
+        total += len;
+    }
+    pr->mem = malloc(total ? total : 1);
+    if (!pr->mem)
+        return SDB_ENOMEM;
+    for (uint32_t i = 0, j; rc == 0 && i < n; i = j) {
+        const struct sdb_entry *f = &es[pos[ord[i]]];
+        const struct sdb_seginfo *si = &qc->ix->concepts[f->concept]->seg;
+
+        j = span_of(es, pos, ord, n, i, &start, &len);
+        rc = sdb_segstore_read_span(qc->db->ss, si, f->segno, start,
+                                    (size_t)len, pr->mem + moff);
+        for (uint32_t k = i; rc == 0 && k < j; k++) {
+            const struct sdb_entry *e = &es[pos[ord[k]]];
+            struct sdb_loc loc = {e->segno, e->off, e->len, e->hash};
+            pr->rec[ord[k]] = pr->mem + moff + (e->off - start);
+            rc = sdb_segstore_verify(qc->db->ss, si, &loc, pr->rec[ord[k]]);
+        }
+        moff += (size_t)len;
+    }
+    return rc;
+}
+
+/* Read and verify the records of pos[0..n); pr->mem/rec freed by caller. */
+static int read_page(struct qctx *qc, const uint32_t *pos, uint32_t n,
+                     struct pagerecs *pr)
+{
+    uint32_t *ord = malloc((n ? n : 1) * sizeof(*ord));
+    int rc;
+
+    pr->mem = NULL;
+    pr->rec = calloc(n ? n : 1, sizeof(*pr->rec));
+    if (!ord || !pr->rec) {
+        free(ord);
+        return SDB_ENOMEM;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        ord[i] = i;
     sort_entries = qc->ix->entries;
-    sort_lens = q->lens;
-    if (!(q->lens == SDB_LENS_RECENCY && q->scope != SDB_SCOPE_SUBTREE))
-        qsort(qc->hits.v, qc->hits.n, sizeof(uint32_t), cmp_hits);
-    else /* already in LSN order: newest first is the reverse */
-        for (i = 0; i < qc->hits.n / 2; i++) {
-            uint32_t t = qc->hits.v[i];
-            qc->hits.v[i] = qc->hits.v[qc->hits.n - 1 - i];
-            qc->hits.v[qc->hits.n - 1 - i] = t;
-        }
-    if (has_cursor) {
-        while (start < qc->hits.n) {
-            sort_key(&qc->ix->entries[qc->hits.v[start]], q->lens, k);
-            if (key_cmp(k, after) > 0)
-                break;
-            start++;
-        }
+    ord_pos = pos;
+    qsort(ord, n, sizeof(*ord), cmp_file_off);
+    rc = read_spans(qc, pos, ord, n, pr);
+    free(ord);
+    return rc;
+}
+
+/* Decode the verified record of entry pos. */
+static int decode_entry(const struct sdb_entry *e, const unsigned char *rec,
+                        struct sdb_assertion *out)
+{
+    struct sdb_record r;
+    size_t used;
+    int rc =
+        sdb_codec_unpack_ex(rec, e->len, &used, &r, NULL, SDB_UNPACK_TRUSTED);
+
+    if (rc < 0)
+        return rc;
+    if (r.type != SDB_REC_ASSERTION || r.a.id.lsn != e->lsn) {
+        sdb_record_release(&r);
+        return SDB_ECORRUPT;
     }
-    for (i = start; rc == 0 && i < qc->hits.n && i - start < (uint32_t)q->limit;
-         i++) {
-        json_t *item = NULL;
-        rc = entry_json(qc, qc->hits.v[i], &item);
-        if (rc == 0)
+    *out = r.a;
+    memset(&r.a, 0, sizeof(r.a));
+    sdb_record_release(&r);
+    return 0;
+}
+
+/*
+ * One assertion as text, exactly as sdb_assertion_to_json, without the
+ * closing brace ("retracted" follows it).
+ */
+static void assertion_text(struct sdb_jsonw *w, const struct sdb_assertion *a)
+{
+    char id[SDB_ID_LEN + 1];
+    const char *tier = sdb_tier_name(a->tier);
+
+    sdb_id_format(a->id, id);
+    sdb_jsonw_raw(w, "{\"id\":\"", 7);
+    sdb_jsonw_raw(w, id, SDB_ID_LEN);
+    sdb_jsonw_raw(w, "\",\"concept_path\":", 17);
+    sdb_jsonw_str(w, a->concept_path, strlen(a->concept_path));
+    sdb_jsonw_raw(w, ",\"predicate\":", 13);
+    sdb_jsonw_str(w, a->predicate, strlen(a->predicate));
+    sdb_jsonw_raw(w, ",\"value\":", 9);
+    sdb_jsonw_value(w, a->value);
+    sdb_jsonw_raw(w, ",\"confidence\":", 14);
+    sdb_jsonw_real(w, a->confidence);
+    sdb_jsonw_raw(w, ",\"authority_tier\":", 18);
+    sdb_jsonw_str(w, tier ? tier : "", tier ? strlen(tier) : 0);
+    sdb_jsonw_raw(w, ",\"source\":", 10);
+    if (a->source)
+        sdb_jsonw_str(w, a->source, strlen(a->source));
+    else
+        sdb_jsonw_raw(w, "null", 4);
+    sdb_jsonw_raw(w, ",\"derived_from\":[", 17);
+    for (size_t i = 0; i < a->n_derived; i++) {
+        sdb_id_format(a->derived_from[i], id);
+        sdb_jsonw_raw(w, i ? ",\"" : "\"", i ? 2 : 1);
+        sdb_jsonw_raw(w, id, SDB_ID_LEN);
+        sdb_jsonw_raw(w, "\"", 1);
+    }
+    sdb_jsonw_raw(w, "],\"timestamp\":", 14);
+    sdb_jsonw_time(w, a->ts_us);
+    sdb_jsonw_raw(w, ",\"lsn\":", 7);
+    sdb_jsonw_int(w, (int64_t)a->id.lsn);
+}
+
+/* The part of an item that depends on the snapshot, not on the record. */
+static void retracted_text(struct sdb_jsonw *w, bool retracted)
+{
+    if (retracted)
+        sdb_jsonw_raw(w, ",\"retracted\":true}", 18);
+    else
+        sdb_jsonw_raw(w, ",\"retracted\":false}", 19);
+}
+
+/*
+ * Item e as text: from the text cache when this very record (same LSN,
+ * length and just-verified checksum) was rendered before, else decoded,
+ * rendered and remembered.
+ */
+static int item_text(struct qctx *qc, struct sdb_textcache *tc,
+                     const struct sdb_entry *e, const unsigned char *rec,
+                     struct sdb_jsonw *w)
+{
+    struct sdb_textcache_key key = {e->lsn, e->hash, e->len};
+    bool retracted = e->retract_lsn && e->retract_lsn <= qc->bound;
+    struct sdb_assertion a;
+    size_t start = w->n;
+    int rc;
+
+    if (tc && sdb_textcache_get(tc, &key, w)) {
+        retracted_text(w, retracted);
+        return 0;
+    }
+    rc = decode_entry(e, rec, &a);
+    if (rc < 0)
+        return rc;
+    assertion_text(w, &a);
+    sdb_assertion_release(&a);
+    if (tc && !w->oom)
+        sdb_textcache_put(tc, &key, w->p + start, w->n - start);
+    retracted_text(w, retracted);
+    return 0;
+}
+
+/* Append the page's items: to list (JSON) or, when w is set, as text. */
+static int emit_page(struct qctx *qc, const uint32_t *pos, uint32_t n,
+                     json_t *list, struct sdb_jsonw *w)
+{
+    struct sdb_textcache *tc = w ? sdb_segstore_text_cache(qc->db->ss) : NULL;
+    struct pagerecs pr;
+    int rc;
+
+    for (uint32_t i = 0; tc && i < n; i++) { /* overlap the cache misses */
+        const struct sdb_entry *e = &qc->ix->entries[pos[i]];
+        struct sdb_textcache_key key = {e->lsn, e->hash, e->len};
+        sdb_textcache_prefetch(tc, &key);
+    }
+    rc = read_page(qc, pos, n, &pr);
+    for (uint32_t i = 0; rc == 0 && i < n; i++) {
+        const struct sdb_entry *e = &qc->ix->entries[pos[i]];
+        bool retracted = e->retract_lsn && e->retract_lsn <= qc->bound;
+        struct sdb_assertion a;
+        json_t *item;
+
+        if (w) {
+            if (i)
+                sdb_jsonw_raw(w, ",", 1);
+            rc = item_text(qc, tc, e, pr.rec[i], w);
+            continue;
+        }
+        rc = decode_entry(e, pr.rec[i], &a);
+        if (rc < 0)
+            break;
+        item = sdb_assertion_to_json(&a);
+        if (item) {
+            json_object_set_new(item, "retracted", json_boolean(retracted));
             json_array_append_new(list, item);
+        } else {
+            rc = SDB_ENOMEM;
+        }
+        sdb_assertion_release(&a);
     }
-    if (rc == 0 && i < qc->hits.n) {
-        sort_key(&qc->ix->entries[qc->hits.v[i - 1]], q->lens, k);
-        *next = cursor_make(q->lens, qc->bound, k);
+    free(pr.mem);
+    free(pr.rec);
+    return rc;
+}
+
+static int ranked_page(struct qctx *qc, json_t *list, struct sdb_jsonw *w,
+                       json_t **next, uint32_t *count)
+{
+    struct topk tk = {0};
+    int rc = select_page(qc, &tk);
+    /* limit + 1 were selected: one more than the page means a next page */
+    bool more = tk.n > (uint32_t)qc->q->limit;
+    uint32_t n = more ? (uint32_t)qc->q->limit : tk.n;
+
+    if (rc == 0)
+        rc = emit_page(qc, tk.v, n, list, w);
+    *count = n;
+    if (rc == 0 && more) {
+        uint64_t k[3];
+        sort_key(&qc->ix->entries[tk.v[n - 1]], qc->q->lens, k);
+        *next = cursor_make(qc->q->lens, qc->bound, k);
+        if (!*next)
+            rc = SDB_ENOMEM;
     }
+    free(tk.v);
     return rc;
 }
 
@@ -299,7 +733,8 @@ static int consensus_page(struct qctx *qc, uint64_t skip, json_t *list,
     int rc = 0;
 
     sort_entries = qc->ix->entries;
-    qsort(qc->hits.v, qc->hits.n, sizeof(uint32_t), cmp_group);
+    if (qc->hits.n) /* hits.v is NULL when nothing matched */
+        qsort(qc->hits.v, qc->hits.n, sizeof(uint32_t), cmp_group);
     while (rc == 0 && b < qc->hits.n) {
         uint32_t e = b + 1;
         const struct sdb_entry *x = &qc->ix->entries[qc->hits.v[b]];
@@ -326,37 +761,77 @@ static int consensus_page(struct qctx *qc, uint64_t skip, json_t *list,
     return rc;
 }
 
-static int run_query(struct qctx *qc, json_t **out, sdb_error *err)
+/* The cursor, as_of and predicate of the request into qc. */
+static int query_bounds(struct qctx *qc, sdb_error *err)
 {
     const struct sdb_query_req *q = qc->q;
-    uint64_t after[3] = {0}, visible_lsn = atomic_load(&qc->db->visible_lsn);
-    json_t *list = json_array(), *next = NULL;
-    int rc = 0;
+    uint64_t visible_lsn = atomic_load(&qc->db->visible_lsn);
 
     qc->bound = visible_lsn;
-    if (q->cursor && (cursor_parse(q->cursor, q->lens, &qc->bound, after) < 0 ||
-                      qc->bound > visible_lsn))
-        rc = sdb_error_set(err, SDB_EINVAL, "cursor",
-                           "not a cursor returned by this query");
-    if (rc == 0 && q->has_as_of && !q->cursor) {
+    qc->has_after = q->cursor != NULL;
+    if (q->cursor &&
+        (cursor_parse(q->cursor, q->lens, &qc->bound, qc->after) < 0 ||
+         qc->bound > visible_lsn))
+        return sdb_error_set(err, SDB_EINVAL, "cursor",
+                             "not a cursor returned by this query");
+    if (q->has_as_of && !q->cursor) {
         uint64_t at = sdb_index_lsn_at(qc->ix, q->as_of_us);
         qc->bound = at < visible_lsn ? at : visible_lsn;
     }
-    if (rc == 0 && q->predicate)
-        rc = sdb_strtab_intern(&qc->ix->predicates, q->predicate, false,
-                               &qc->pred);
-    if (rc == 0 && (!q->predicate || qc->pred) && qc->bound)
-        rc = collect(qc);
-    if (rc == 0 && q->lens == SDB_LENS_CONSENSUS)
-        rc = consensus_page(qc, q->cursor ? after[0] : 0, list, &next);
-    else if (rc == 0)
-        rc = ranked_page(qc, after, q->cursor != NULL, list, &next);
-    if (rc == 0)
+    if (q->predicate)
+        return sdb_strtab_intern(&qc->ix->predicates, q->predicate, false,
+                                 &qc->pred);
+    return 0;
+}
+
+/*
+ * The page of qc->q as a JSON object into *out or, when w is set, as the
+ * same text json_dumps(JSON_COMPACT) would give plus a newline, into w.
+ */
+static int run_query(struct qctx *qc, json_t **out, struct sdb_jsonw *w,
+                     sdb_error *err)
+{
+    const struct sdb_query_req *q = qc->q;
+    bool text = w && q->lens != SDB_LENS_CONSENSUS, any;
+    json_t *list = text ? NULL : json_array(), *next = NULL;
+    uint32_t count = 0;
+    int rc = text || list ? query_bounds(qc, err) : SDB_ENOMEM;
+
+    /* an unknown predicate or an empty snapshot matches nothing */
+    any = (!q->predicate || qc->pred) && qc->bound;
+    if (rc == 0 && text)
+        sdb_jsonw_raw(w, "{\"assertions\":[", 15);
+    if (rc == 0 && q->lens == SDB_LENS_CONSENSUS) {
+        if (any)
+            rc = collect(qc);
+        if (rc == 0)
+            rc = consensus_page(qc, q->cursor ? qc->after[0] : 0, list, &next);
+    } else if (rc == 0 && any) {
+        rc = ranked_page(qc, list, text ? w : NULL, &next, &count);
+    }
+    if (rc == 0 && text) {
+        sdb_jsonw_raw(w, "],\"count\":", 10);
+        sdb_jsonw_int(w, count);
+        sdb_jsonw_raw(w, ",\"next_cursor\":", 15);
+        sdb_jsonw_value(w, next);
+        sdb_jsonw_raw(w, "}\n", 2);
+        json_decref(next);
+    } else if (rc == 0) {
         *out = json_pack("{s:o, s:I, s:o}", "assertions", list, "count",
                          (json_int_t)json_array_size(list), "next_cursor",
                          next ? next : json_null());
-    else
+        if (!*out)
+            rc = SDB_ENOMEM;
+        if (w && *out) { /* consensus as text: dump the tree */
+            sdb_jsonw_value(w, *out);
+            sdb_jsonw_raw(w, "\n", 1);
+            json_decref(*out);
+            *out = NULL;
+        }
+    } else {
         json_decref(list);
+        json_decref(next);
+    }
     if (rc < 0 && !err->code)
         sdb_error_set(err, rc, "", "query failed: %s", sdb_strerror(rc));
     return rc;
@@ -378,8 +853,44 @@ int sdb_query(sdb_db *db, json_t *req, json_t **out, sdb_error *err)
         return rc;
     pthread_rwlock_rdlock(&db->ix_lock);
     qc.ix = db->ix;
-    rc = run_query(&qc, out, err);
+    rc = run_query(&qc, out, NULL, err);
     pthread_rwlock_unlock(&db->ix_lock);
+    free(qc.hits.v);
+    sdb_query_req_release(&q);
+    return rc;
+}
+
+int sdb_query_text(sdb_db *db, json_t *req, char **out, size_t *out_len,
+                   sdb_error *err)
+{
+    struct sdb_query_req q;
+    struct qctx qc = {.db = db, .q = &q};
+    struct sdb_jsonw w = {0};
+    sdb_error dummy = {0};
+    json_t *unused = NULL;
+    int rc;
+
+    *out = NULL;
+    *out_len = 0;
+    if (!err)
+        err = &dummy;
+    memset(err, 0, sizeof(*err));
+    rc = sdb_query_request_parse(req, &q, err);
+    if (rc < 0)
+        return rc;
+    /* about 300 bytes an item: one allocation for most pages */
+    sdb_jsonw_reserve(&w, q.limit < 200 ? (size_t)q.limit * 320 + 256
+                                        : (size_t)64 << 10);
+    pthread_rwlock_rdlock(&db->ix_lock);
+    qc.ix = db->ix;
+    rc = run_query(&qc, &unused, &w, err);
+    pthread_rwlock_unlock(&db->ix_lock);
+    if (rc == 0)
+        rc = sdb_jsonw_finish(&w, out, out_len);
+    else
+        sdb_jsonw_release(&w);
+    if (rc < 0 && !err->code)
+        sdb_error_set(err, rc, "", "query failed: %s", sdb_strerror(rc));
     free(qc.hits.v);
     sdb_query_req_release(&q);
     return rc;
@@ -410,8 +921,8 @@ int sdb_get(sdb_db *db, const char *id, json_t **out, sdb_error *err)
         rc = entry_json(&qc, (uint32_t)pos, out);
         if (rc == 0 && e->retract_lsn && e->retract_lsn <= qc.bound) {
             int64_t rp = sdb_index_find_retraction(db->ix, e->retract_lsn);
-            char rid[SDB_ID_LEN + 1], t[32];
             if (rp >= 0) {
+                char rid[SDB_ID_LEN + 1], t[32];
                 struct sdb_id r = {e->retract_lsn,
                                    db->ix->retractions[rp].salt};
                 sdb_id_format(r, rid);

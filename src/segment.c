@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,8 @@
 
 #include "hash.h"
 #include "model.h"
+#include "readcache.h"
+#include "textcache.h"
 
 static const unsigned char idx_magic[8] = {'S', 'T', 'M', 'D',
                                            'B', 'I', 'D', 'X'};
@@ -66,6 +69,10 @@ struct sdb_segstore {
     int *pend;        /* slots with unwritten appends */
     unsigned n_pend;
     size_t pend_bytes;
+    /* read-only descriptors for sdb_segstore_read*; created on first use */
+    _Atomic(struct sdb_readcache *) rcache;
+    /* query.c's rendered records, kept here for the store's lifetime */
+    _Atomic(struct sdb_textcache *) tcache;
 };
 
 /* Past this many unwritten bytes an append writes everything out. */
@@ -398,6 +405,8 @@ void sdb_segstore_free(struct sdb_segstore *ss)
         if (ss->sync_fd >= 0)
             ss->io->close(ss->io->ctx, ss->sync_fd);
     }
+    sdb_readcache_free(atomic_load(&ss->rcache));
+    sdb_textcache_free(atomic_load(&ss->tcache));
     dirset_clear(&ss->dirty_dirs);
     free(ss->dirty_dirs.v);
     free(ss->dirty_dirs.tab);
@@ -582,37 +591,111 @@ unlock:
     return rc;
 }
 
+/*
+ * ---- reads ----
+ * Readers use their own cache of O_RDONLY descriptors (readcache.h), never
+ * the writer's slots or ss->lock: a query never opens, closes or syncs a
+ * file the writer holds, and never waits for an fdatasync.
+ */
+
+static struct sdb_readcache *read_cache(struct sdb_segstore *ss)
+{
+    struct sdb_readcache *rc = atomic_load(&ss->rcache), *expect = NULL;
+
+    if (rc)
+        return rc;
+    /* leave room for the writer's slots (two files each) and sockets */
+    if (sdb_readcache_new(
+            ss->io, sdb_readcache_capacity_for_rlimit(ss->n_slots * 2 + 64),
+            &rc) < 0)
+        return NULL;
+    if (!atomic_compare_exchange_strong(&ss->rcache, &expect, rc)) {
+        sdb_readcache_free(rc); /* another reader won the race */
+        rc = expect;
+    }
+    return rc;
+}
+
+static void log_corrupt(const struct sdb_segstore *ss,
+                        const struct sdb_seginfo *si, uint32_t segno,
+                        uint64_t off, uint64_t len)
+{
+    char dname[32], iname[32];
+
+    sdb_seg_file_names(segno, dname, iname);
+    fprintf(stderr,
+            "stemedb: error: checksum mismatch reading %s/%s/%s @%" PRIu64
+            " (%" PRIu64 " bytes); run stemedb-fsck\n",
+            ss->db_dir, si->dir, dname, off, len);
+}
+
+int sdb_segstore_read_span(struct sdb_segstore *ss,
+                           const struct sdb_seginfo *si, uint32_t segno,
+                           uint64_t off, size_t len, void *buf)
+{
+    struct sdb_readcache *rc = read_cache(ss);
+    uint64_t key = ((uint64_t)si->key << 32 | segno) + 1;
+    struct sdb_rcref ref;
+    int ret;
+
+    if (!rc)
+        return SDB_ENOMEM;
+    if (!sdb_readcache_lookup(rc, key, &ref)) {
+        char dname[32], iname[32], path[4096 + 64];
+        sdb_seg_file_names(segno, dname, iname);
+        snprintf(path, sizeof(path), "%s/%s/%s", ss->db_dir, si->dir, dname);
+        ret = sdb_readcache_open(rc, key, path, &ref);
+        if (ret < 0)
+            return ret;
+    }
+    ret = sdb_io_pread_all(ss->io, ref.fd, buf, len, (off_t)off);
+    sdb_readcache_put(rc, &ref);
+    if (ret == SDB_ECORRUPT) /* the file is shorter than the index says */
+        log_corrupt(ss, si, segno, off, len);
+    return ret;
+}
+
+int sdb_segstore_verify(struct sdb_segstore *ss, const struct sdb_seginfo *si,
+                        const struct sdb_loc *loc, const void *rec)
+{
+    if (sdb_hash64(rec, loc->len,
+                   sdb_seg_seed(ss->store_id, si->chash, loc->segno)) ==
+        loc->hash)
+        return 0;
+    log_corrupt(ss, si, loc->segno, loc->off, loc->len);
+    return SDB_ECORRUPT;
+}
+
 int sdb_segstore_read(struct sdb_segstore *ss, const struct sdb_seginfo *si,
                       const struct sdb_loc *loc, void *buf)
 {
-    char dname[32], iname[32];
-    int i, fd, rc;
+    int rc =
+        sdb_segstore_read_span(ss, si, loc->segno, loc->off, loc->len, buf);
 
-    pthread_mutex_lock(&ss->lock);
-    i = slot_get(ss, si, loc->segno, false);
-    fd = i >= 0 ? ss->slots[i].data_fd : -1;
-    rc = i >= 0 && ss->slots[i].pending ? slot_flush(ss, i) : 0;
-    if (rc < 0)
-        ss->slots[i].refs--;
-    pthread_mutex_unlock(&ss->lock);
-    if (i < 0 || rc < 0)
-        return i < 0 ? i : rc;
-    rc = sdb_io_pread_all(ss->io, fd, buf, loc->len, loc->off);
-    pthread_mutex_lock(&ss->lock);
-    ss->slots[i].refs--;
-    pthread_mutex_unlock(&ss->lock);
-    if (rc == 0 && sdb_hash64(buf, loc->len,
-                              sdb_seg_seed(ss->store_id, si->chash,
-                                           loc->segno)) != loc->hash)
-        rc = SDB_ECORRUPT;
-    if (rc == SDB_ECORRUPT) {
-        sdb_seg_file_names(loc->segno, dname, iname);
-        fprintf(stderr,
-                "stemedb: error: checksum mismatch reading %s/%s/%s @%" PRIu32
-                " (%" PRIu32 " bytes); run stemedb-fsck\n",
-                ss->db_dir, si->dir, dname, loc->off, loc->len);
+    return rc == 0 ? sdb_segstore_verify(ss, si, loc, buf) : rc;
+}
+
+struct sdb_textcache *sdb_segstore_text_cache(struct sdb_segstore *ss)
+{
+    struct sdb_textcache *tc = atomic_load(&ss->tcache), *expect = NULL;
+
+    if (tc || sdb_textcache_new(SDB_TEXT_CACHE_BYTES, &tc) < 0)
+        return tc;
+    if (!atomic_compare_exchange_strong(&ss->tcache, &expect, tc)) {
+        sdb_textcache_free(tc); /* another reader won the race */
+        tc = expect;
     }
-    return rc;
+    return tc;
+}
+
+void sdb_segstore_read_stats(struct sdb_segstore *ss,
+                             struct sdb_readcache_stats *out)
+{
+    struct sdb_readcache *rc = atomic_load(&ss->rcache);
+
+    memset(out, 0, sizeof(*out));
+    if (rc)
+        sdb_readcache_get_stats(rc, out);
 }
 
 int sdb_segstore_flush(struct sdb_segstore *ss)
@@ -738,6 +821,8 @@ int sdb_segstore_reset_tail(struct sdb_segstore *ss,
     int rc = 0;
 
     pthread_mutex_lock(&ss->lock);
+    if (atomic_load(&ss->rcache)) /* later segments may be recreated */
+        sdb_readcache_clear(atomic_load(&ss->rcache));
     rc = mark_chain_dirty(ss, si->dir);
     if (rc == 0 && si->segno > 0) {
         rc = forget_slot(ss, si, si->segno);

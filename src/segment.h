@@ -20,8 +20,9 @@
  * The seed binds each record to its store, concept and segment, so a file
  * copied, swapped or misplaced fails verification.  Segment files are
  * written without fsync; sdb_segstore_sync makes them durable before a
- * checkpoint.  Threads: the writer appends; readers read; the fd cache is
- * protected by its own mutex.
+ * checkpoint.  Threads: the writer appends; readers read; the writer's fd
+ * cache is protected by its own mutex.  Readers never touch it: they use a
+ * separate cache of read-only descriptors (readcache.h) with its own locks.
  */
 #ifndef SDB_SEGMENT_H
 #define SDB_SEGMENT_H
@@ -81,11 +82,43 @@ int sdb_segstore_read(struct sdb_segstore *ss, const struct sdb_seginfo *si,
                       const struct sdb_loc *loc, void *buf);
 
 /*
+ * Read len raw bytes at off of segment segno of the concept into buf, with
+ * no checksum check (the caller verifies each record in it with
+ * sdb_segstore_verify).  Uses the read-only descriptor cache, never the
+ * writer's lock.  SDB_ECORRUPT (logged) if the file is too short.
+ */
+int sdb_segstore_read_span(struct sdb_segstore *ss,
+                           const struct sdb_seginfo *si, uint32_t segno,
+                           uint64_t off, size_t len, void *buf);
+
+/*
+ * Check the bytes of the record at loc (rec, loc->len bytes) against its
+ * checksum: 0, or SDB_ECORRUPT logged with the file name and offset.
+ */
+int sdb_segstore_verify(struct sdb_segstore *ss, const struct sdb_seginfo *si,
+                        const struct sdb_loc *loc, const void *rec);
+
+/*
+ * The store's cache of rendered records (textcache.h), created on first
+ * use and freed with the store; NULL if it cannot be allocated.  It lives
+ * here only because the store is the per-database object the read path
+ * owns a piece of; segment.c itself never uses it.
+ */
+struct sdb_textcache;
+struct sdb_textcache *sdb_segstore_text_cache(struct sdb_segstore *ss);
+
+struct sdb_readcache_stats;
+/* Counters of the read descriptor cache (zeros before the first read). */
+void sdb_segstore_read_stats(struct sdb_segstore *ss,
+                             struct sdb_readcache_stats *out);
+
+/*
  * Write every buffered append to its file (no fsync).  Appends are kept in
- * memory per file until this, a sync, an eviction, a read of that file or
- * 8 MiB of them, so a group of records costs one pwrite per file touched.
- * The writer calls it before it makes the group visible.  A failure is
- * sticky: later syncs fail with it.
+ * memory per file until this, a sync, an eviction or 8 MiB of them, so a
+ * group of records costs one pwrite per file touched.  The writer calls it
+ * before it makes the group visible: readers (their own descriptors, see
+ * sdb_segstore_read_span) only ever read records up to the visible LSN.
+ * A failure is sticky: later syncs fail with it.
  */
 int sdb_segstore_flush(struct sdb_segstore *ss);
 

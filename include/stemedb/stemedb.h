@@ -570,6 +570,19 @@ SDB_API int sdb_backup_expire(const char *dest, unsigned keep,
 SDB_API int sdb_backup_record_status(const char *data_dir, bool ok,
                                      const char *backup_path, uint64_t lsn);
 
+/* ---- query results as text (stemedb-api's read path): src/query.c ---- */
+
+/*
+ * sdb_query, but the result comes back as text: exactly the bytes of
+ * json_dumps(result, JSON_COMPACT) followed by a newline, written straight
+ * from the records without building a json_t tree (the consensus lens
+ * still builds one).  *out (NUL-terminated, *out_len bytes without the
+ * NUL) is malloc'd and the caller frees it; NULL on error.  Errors as
+ * sdb_query.
+ */
+SDB_API int sdb_query_text(sdb_db *db, json_t *req, char **out, size_t *out_len,
+                           sdb_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -3,8 +3,8 @@
  * checksum-verified reads (a flipped byte is SDB_ECORRUPT, never served),
  * the scan that checks idx entries against records, cutting a torn tail,
  * segment rollover, the bounded fd cache across many concepts, and the
- * write-behind buffers (one pwrite per file per flush; evictions, reads
- * and syncs write pending bytes first; a failed flush is sticky).
+ * write-behind buffers (one pwrite per file per flush; evictions and
+ * syncs write pending bytes first; a failed flush is sticky).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -200,6 +200,7 @@ static void test_segment_fd_cache_stays_bounded(void **state)
                                              "v", 1, &loc),
                          0);
     }
+    assert_int_equal(sdb_segstore_flush(f->ss), 0);
     /* reads of evicted files reopen them */
     for (int i = 0; i < 300; i += 37) {
         struct sdb_loc l = {
@@ -257,7 +258,8 @@ static void test_segment_appends_are_written_per_file_at_flush(void **state)
     sdb_iosim_free(sim);
 }
 
-static void test_segment_eviction_and_read_write_pending_bytes(void **state)
+static void
+test_segment_eviction_flush_and_sync_write_pending_bytes(void **state)
 {
     struct fx *f = *state;
     struct sdb_seginfo si[10];
@@ -281,14 +283,17 @@ static void test_segment_eviction_and_read_write_pending_bytes(void **state)
     for (int i = 0; i < 6; i++)
         assert_int_equal(scan_count(f->dir, &si[i]), 1);
     assert_int_equal(scan_count(f->dir, &si[9]), 0);
-    /* reading a record still in memory writes its file first */
+    /* a flush writes the rest; readers see records once flushed */
+    assert_int_equal(sdb_segstore_flush(f->ss), 0);
+    assert_int_equal(scan_count(f->dir, &si[9]), 1);
     assert_int_equal(sdb_segstore_read(f->ss, &si[9], &loc[9], buf), 0);
     assert_memory_equal(buf, "rec-9", 5);
-    assert_int_equal(scan_count(f->dir, &si[9]), 1);
-    /* a sync writes the rest before it syncs */
+    assert_int_equal(
+        sdb_segstore_append(f->ss, &si[8], 20, 1, "later", 5, &loc[8]), 0);
+    /* a sync writes what is pending before it syncs */
     assert_int_equal(sdb_segstore_sync(f->ss), 0);
     for (int i = 0; i < 10; i++) {
-        assert_int_equal(scan_count(f->dir, &si[i]), 1);
+        assert_int_equal(scan_count(f->dir, &si[i]), i == 8 ? 2 : 1);
         free(si[i].dir);
     }
 }
@@ -332,7 +337,7 @@ int main(void)
             test_segment_appends_are_written_per_file_at_flush, setup,
             teardown),
         cmocka_unit_test_setup_teardown(
-            test_segment_eviction_and_read_write_pending_bytes, setup,
+            test_segment_eviction_flush_and_sync_write_pending_bytes, setup,
             teardown),
         cmocka_unit_test_setup_teardown(test_segment_failed_flush_is_sticky,
                                         setup, teardown),
