@@ -42,34 +42,43 @@ struct qctx {
     struct u32vec hits; /* the consensus lens: every visible hit */
 };
 
+/* Decode the verified record of entry pos. */
+static int decode_entry(const struct sdb_entry *e, const unsigned char *rec,
+                        struct sdb_assertion *out)
+{
+    struct sdb_record r;
+    size_t used;
+    int rc =
+        sdb_codec_unpack_ex(rec, e->len, &used, &r, NULL, SDB_UNPACK_TRUSTED);
+
+    if (rc < 0)
+        return rc;
+    if (r.type != SDB_REC_ASSERTION || r.a.id.lsn != e->lsn) {
+        sdb_record_release(&r);
+        return SDB_ECORRUPT;
+    }
+    *out = r.a;
+    memset(&r.a, 0, sizeof(r.a));
+    sdb_record_release(&r);
+    return 0;
+}
+
 int sdb_db_read_entry(struct sdb_db *db, uint32_t pos,
                       struct sdb_assertion *out)
 {
     const struct sdb_entry *e = &db->ix->entries[pos];
     struct sdb_loc loc = {e->segno, e->off, e->len, e->hash};
-    struct sdb_record rec;
     unsigned char *buf = malloc(e->len ? e->len : 1);
-    size_t used;
     int rc;
 
     if (!buf)
         return SDB_ENOMEM;
     rc = sdb_segstore_read(db->ss, &db->ix->concepts[e->concept]->seg, &loc,
                            buf);
-    if (rc == 0) /* checksum verified: no canonical re-encoding */
-        rc = sdb_codec_unpack_ex(buf, e->len, &used, &rec, NULL,
-                                 SDB_UNPACK_TRUSTED);
+    if (rc == 0)
+        rc = decode_entry(e, buf, out);
     free(buf);
-    if (rc < 0)
-        return rc;
-    if (rec.type != SDB_REC_ASSERTION || rec.a.id.lsn != e->lsn) {
-        sdb_record_release(&rec);
-        return SDB_ECORRUPT;
-    }
-    *out = rec.a;
-    memset(&rec.a, 0, sizeof(rec.a));
-    sdb_record_release(&rec);
-    return 0;
+    return rc;
 }
 
 static bool visible(const struct qctx *qc, const struct sdb_entry *e)
@@ -481,27 +490,6 @@ static int read_page(struct qctx *qc, const uint32_t *pos, uint32_t n,
     rc = read_spans(qc, pos, ord, n, pr);
     free(ord);
     return rc;
-}
-
-/* Decode the verified record of entry pos. */
-static int decode_entry(const struct sdb_entry *e, const unsigned char *rec,
-                        struct sdb_assertion *out)
-{
-    struct sdb_record r;
-    size_t used;
-    int rc =
-        sdb_codec_unpack_ex(rec, e->len, &used, &r, NULL, SDB_UNPACK_TRUSTED);
-
-    if (rc < 0)
-        return rc;
-    if (r.type != SDB_REC_ASSERTION || r.a.id.lsn != e->lsn) {
-        sdb_record_release(&r);
-        return SDB_ECORRUPT;
-    }
-    *out = r.a;
-    memset(&r.a, 0, sizeof(r.a));
-    sdb_record_release(&r);
-    return 0;
 }
 
 /*

@@ -162,7 +162,10 @@ static void verify(const char *dir, const struct oracle * or, int max_value,
     sdb_db_close(db);
 }
 
-static void one_case(uint64_t seed, uint64_t crash_at)
+typedef void (*workload_fn)(sdb_db *db, uint64_t *rng, struct oracle * or);
+
+/* Crash after crash_at mutating calls, lose power, check the oracle. */
+static void one_case(workload_fn fn, uint64_t seed, uint64_t crash_at)
 {
     sdb_iosim *sim = sdb_iosim_new(seed);
     char *dir = tu_mkdtemp("pl");
@@ -173,7 +176,7 @@ static void one_case(uint64_t seed, uint64_t crash_at)
 
     sdb_iosim_crash_after(sim, crash_at);
     if (open_on(dir, sdb_iosim_io(sim), &db, &err) == 0) {
-        workload(db, &rng, or);
+        fn(db, &rng, or);
         sdb_db_close(db);
     }
     assert_int_equal(sdb_iosim_power_loss(sim, SDB_IOSIM_ALL), 0);
@@ -184,37 +187,52 @@ static void one_case(uint64_t seed, uint64_t crash_at)
     free(or);
 }
 
+/*
+ * Run fn once without a crash: how many mutating calls a whole run makes
+ * (to spread the crash points over), and how many writes it acknowledged.
+ */
+static uint64_t count_mutations(workload_fn fn, uint64_t seed, int *acked)
+{
+    sdb_iosim *sim = sdb_iosim_new(seed);
+    char *dir = tu_mkdtemp("plcount");
+    struct oracle * or = calloc(1, sizeof(* or));
+    uint64_t rng = seed, total;
+    sdb_db *db = NULL;
+    sdb_error err;
+
+    assert_int_equal(open_on(dir, sdb_iosim_io(sim), &db, &err), 0);
+    fn(db, &rng, or);
+    sdb_db_close(db);
+    total = sdb_iosim_mutations(sim);
+    *acked = or->n_acked;
+    sdb_iosim_free(sim);
+    tu_rmrf(dir);
+    free(dir);
+    free(or);
+    return total;
+}
+
+static void crash_cases(workload_fn fn, uint64_t seed, int cases,
+                        uint64_t total)
+{
+    uint64_t rng = seed;
+
+    for (int i = 0; i < cases; i++) {
+        uint64_t s = tu_rand(&rng);
+        one_case(fn, s, s % (total + 20));
+    }
+}
+
 static void test_powerloss_random_crash_points_lose_no_acked_write(void **state)
 {
     const char *env = getenv("SDB_POWERLOSS_CASES");
-    int cases = env ? atoi(env) : 1000;
-    uint64_t seed = tu_seed(20261123), rng = seed;
-    uint64_t total;
+    uint64_t seed = tu_seed(20261123), total;
+    int acked;
 
     (void)state;
-    /* how many mutating calls a whole run makes, to spread the crashes */
-    {
-        sdb_iosim *sim = sdb_iosim_new(seed);
-        char *dir = tu_mkdtemp("plcount");
-        struct oracle * or = calloc(1, sizeof(* or));
-        uint64_t r2 = seed;
-        sdb_db *db = NULL;
-        sdb_error err;
-
-        assert_int_equal(open_on(dir, sdb_iosim_io(sim), &db, &err), 0);
-        workload(db, &r2, or);
-        sdb_db_close(db);
-        total = sdb_iosim_mutations(sim);
-        assert_true(or->n_acked > 0);
-        sdb_iosim_free(sim);
-        tu_rmrf(dir);
-        free(dir);
-        free(or);
-    }
-    for (int i = 0; i < cases; i++) {
-        uint64_t s = tu_rand(&rng);
-        one_case(s, s % (total + 20));
-    }
+    total = count_mutations(workload, seed, &acked);
+    assert_true(acked > 0);
+    crash_cases(workload, seed, env ? atoi(env) : 1000, total);
 }
 
 /* A failing write or fdatasync: no ack, read-only, nothing acked lost. */
@@ -303,10 +321,12 @@ static void *conc_main(void *p)
 }
 
 /* Run the threads; merge what they saw acknowledged into *all. */
-static void conc_workload(sdb_db *db, struct oracle *all)
+static void conc_workload(sdb_db *db, uint64_t *rng, struct oracle *all)
 {
     struct conc_arg args[CONC_THREADS];
     pthread_t th[CONC_THREADS];
+
+    (void)rng; /* the threads' interleaving is the randomness */
 
     for (int t = 0; t < CONC_THREADS; t++) {
         memset(&args[t], 0, sizeof(args[t]));
@@ -323,56 +343,17 @@ static void conc_workload(sdb_db *db, struct oracle *all)
     }
 }
 
-static void conc_case(uint64_t seed, uint64_t crash_at)
-{
-    sdb_iosim *sim = sdb_iosim_new(seed);
-    char *dir = tu_mkdtemp("plc");
-    struct oracle * or = calloc(1, sizeof(* or));
-    sdb_db *db = NULL;
-    sdb_error err;
-
-    sdb_iosim_crash_after(sim, crash_at);
-    if (open_on(dir, sdb_iosim_io(sim), &db, &err) == 0) {
-        conc_workload(db, or);
-        sdb_db_close(db);
-    }
-    assert_int_equal(sdb_iosim_power_loss(sim, SDB_IOSIM_ALL), 0);
-    verify(dir, or, 1000, seed);
-    sdb_iosim_free(sim);
-    tu_rmrf(dir);
-    free(dir);
-    free(or);
-}
-
 static void
 test_powerloss_concurrent_appenders_lose_no_acked_write(void **state)
 {
     const char *env = getenv("SDB_POWERLOSS_CASES");
-    int cases = env ? atoi(env) / 3 : 300;
-    uint64_t seed = tu_seed(20261124), rng = seed, total;
+    uint64_t seed = tu_seed(20261124), total;
+    int acked;
 
     (void)state;
-    {
-        sdb_iosim *sim = sdb_iosim_new(seed);
-        char *dir = tu_mkdtemp("plccount");
-        struct oracle * or = calloc(1, sizeof(* or));
-        sdb_db *db = NULL;
-        sdb_error err;
-
-        assert_int_equal(open_on(dir, sdb_iosim_io(sim), &db, &err), 0);
-        conc_workload(db, or);
-        sdb_db_close(db);
-        total = sdb_iosim_mutations(sim);
-        assert_int_equal(or->n_acked, CONC_THREADS * (16 / 3 * 6 + 1));
-        sdb_iosim_free(sim);
-        tu_rmrf(dir);
-        free(dir);
-        free(or);
-    }
-    for (int i = 0; i < cases; i++) {
-        uint64_t s = tu_rand(&rng);
-        conc_case(s, s % (total + 20));
-    }
+    total = count_mutations(conc_workload, seed, &acked);
+    assert_int_equal(acked, CONC_THREADS * (16 / 3 * 6 + 1));
+    crash_cases(conc_workload, seed, env ? atoi(env) / 3 : 300, total);
 }
 
 /* fdatasync fails while other callers keep submitting. */
@@ -391,7 +372,7 @@ test_powerloss_concurrent_fdatasync_eio_acks_nothing_after(void **state)
         assert_int_equal(open_on(dir, sdb_iosim_io(sim), &db, &err), 0);
         sdb_iosim_fail(sim, SDB_IO_FDATASYNC,
                        sdb_iosim_calls(sim, SDB_IO_FDATASYNC) + n, true, EIO);
-        conc_workload(db, or);
+        conc_workload(db, NULL, or);
         sdb_db_stats(db, &st);
         assert_true(st.read_only);
         /* every acknowledged group was covered by a successful fdatasync,
