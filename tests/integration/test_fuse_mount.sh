@@ -7,20 +7,8 @@
 # rsync, EROFS for every write, fuzzed lookups, clean unmount on SIGTERM,
 # and fusermount3 -u after kill -9.
 set -u
-SDB_BIN=${SDB_BIN:-$(pwd)/build/bin}
-WRITER=$SDB_BIN/../tests/fuse_writer
-if [ ! -x "$SDB_BIN/stemedb-fuse" ] || [ ! -x "$WRITER" ]; then
-    echo "SKIP: stemedb-fuse or fuse_writer not built (libfuse3-dev missing?)"
-    exit 0
-fi
-if [ ! -e /dev/fuse ] || ! command -v fusermount3 >/dev/null; then
-    echo "SKIP: /dev/fuse or fusermount3 missing"
-    exit 0
-fi
-mkdir -p "${SDB_TEST_TMPDIR:-/tmp}"
-T=$(mktemp -d "${SDB_TEST_TMPDIR:-/tmp}/fuse_mount.XXXXXX")
-MNT=$T/mnt
-D=$T/data
+. "$(dirname "$0")/fuse_common.sh"
+fuse_scratch fuse_mount
 PID=
 cleanup() {
     [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null && wait "$PID" 2>/dev/null

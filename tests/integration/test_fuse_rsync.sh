@@ -8,21 +8,9 @@
 # only appended bytes (old bytes are a prefix of the new ones; rsync's
 # literal data is of the order of the growth).
 set -u
-SDB_BIN=${SDB_BIN:-$(pwd)/build/bin}
-WRITER=$SDB_BIN/../tests/fuse_writer
-if [ ! -x "$SDB_BIN/stemedb-fuse" ] || [ ! -x "$WRITER" ]; then
-    echo "SKIP: stemedb-fuse or fuse_writer not built (libfuse3-dev missing?)"
-    exit 0
-fi
-if [ ! -e /dev/fuse ] || ! command -v fusermount3 >/dev/null; then
-    echo "SKIP: /dev/fuse or fusermount3 missing"
-    exit 0
-fi
-command -v rsync >/dev/null || { echo "SKIP: rsync missing"; exit 0; }
-mkdir -p "${SDB_TEST_TMPDIR:-/tmp}"
-T=$(mktemp -d "${SDB_TEST_TMPDIR:-/tmp}/fuse_rsync.XXXXXX")
-MNT=$T/mnt
-D=$T/data
+. "$(dirname "$0")/fuse_common.sh"
+command -v rsync >/dev/null || skip "rsync missing"
+fuse_scratch fuse_rsync
 PID=
 WP=
 cleanup() {

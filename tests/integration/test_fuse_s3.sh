@@ -6,26 +6,16 @@
 # restored copy is clean (fsck too when built) and opens with at least the
 # assertions committed before the sync began.
 set -u
-SDB_BIN=${SDB_BIN:-$(pwd)/build/bin}
 SDB_SRC=${SDB_SRC:-$(pwd)}
-WRITER=$SDB_BIN/../tests/fuse_writer
-if [ ! -x "$SDB_BIN/stemedb-fuse" ] || [ ! -x "$WRITER" ]; then
-    echo "SKIP: stemedb-fuse or fuse_writer not built (libfuse3-dev missing?)"
-    exit 0
-fi
+. "$(dirname "$0")/fuse_common.sh"
 S3DIR=$SDB_SRC/tests/s3
-skip() { echo "SKIP: $*"; exit 0; }
-[ -e /dev/fuse ] && command -v fusermount3 >/dev/null || skip "/dev/fuse or fusermount3 missing"
 command -v rclone >/dev/null || skip "rclone missing (apt install rclone)"
 command -v node >/dev/null && command -v npm >/dev/null || skip "node/npm missing"
 if [ ! -x "$S3DIR/node_modules/.bin/s3rver" ]; then
     (cd "$S3DIR" && npm ci --no-audit --no-fund >/dev/null 2>&1) ||
         skip "s3rver not installed and npm ci failed in $S3DIR"
 fi
-mkdir -p "${SDB_TEST_TMPDIR:-/tmp}"
-T=$(mktemp -d "${SDB_TEST_TMPDIR:-/tmp}/fuse_s3.XXXXXX")
-MNT=$T/mnt
-D=$T/data
+fuse_scratch fuse_s3
 PID="" WP="" SP=""
 cleanup() {
     touch "$T/cnt.stop"

@@ -1,0 +1,17 @@
+# fuse_common.sh - sourced by the test_fuse_*.sh scripts (not a test):
+# where the binaries are, a visible SKIP when FUSE cannot run here, and a
+# scratch directory.  Sets SDB_BIN, WRITER and skip(); fuse_scratch NAME
+# sets T (new directory), MNT and D.
+SDB_BIN=${SDB_BIN:-$(pwd)/build/bin}
+WRITER=$SDB_BIN/../tests/fuse_writer
+skip() { echo "SKIP: $*"; exit 0; }
+[ -x "$SDB_BIN/stemedb-fuse" ] && [ -x "$WRITER" ] ||
+    skip "stemedb-fuse or fuse_writer not built (libfuse3-dev missing?)"
+[ -e /dev/fuse ] && command -v fusermount3 >/dev/null ||
+    skip "/dev/fuse or fusermount3 missing"
+fuse_scratch() {
+    mkdir -p "${SDB_TEST_TMPDIR:-/tmp}"
+    T=$(mktemp -d "${SDB_TEST_TMPDIR:-/tmp}/$1.XXXXXX")
+    MNT=$T/mnt
+    D=$T/data
+}
