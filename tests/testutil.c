@@ -2,7 +2,14 @@
 #define _GNU_SOURCE
 #include "testutil.h"
 
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
 #include <errno.h>
+#include <jansson.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <stdarg.h>
@@ -118,4 +125,20 @@ uint64_t tu_seed(uint64_t dflt)
     fprintf(stderr, "seed: %llu (set SDB_TEST_SEED to replay)\n",
             (unsigned long long)seed);
     return seed;
+}
+
+json_t *tu_json(const char *fmt, ...)
+{
+    char buf[8192];
+    json_error_t e;
+    json_t *j;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    j = json_loads(buf, JSON_DECODE_ANY, &e);
+    if (!j)
+        fail_msg("bad test JSON %s: %s", buf, e.text);
+    return j;
 }

@@ -1,7 +1,7 @@
 /*
  * testutil.h - helpers shared by the cmocka tests: fresh temporary
  * directories under $SDB_TEST_TMPDIR (or /tmp), recursive removal, a
- * seeded PRNG, and small file helpers.
+ * seeded PRNG, small file helpers, and JSON from printf-style text.
  */
 #ifndef SDB_TESTUTIL_H
 #define SDB_TESTUTIL_H
@@ -25,5 +25,11 @@ long long tu_file_size(const char *path);
 uint64_t tu_rand(uint64_t *state);
 /* Seed from $SDB_TEST_SEED or the given default; printed to stderr. */
 uint64_t tu_seed(uint64_t dflt);
+
+/* A JSON value from printf-style text; fails the test if it does not
+ * parse.  A new reference. */
+struct json_t;
+struct json_t *tu_json(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
 
 #endif

@@ -66,23 +66,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static json_t *J(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static json_t *J(const char *fmt, ...)
-{
-    char buf[8192];
-    json_error_t e;
-    json_t *j;
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    j = json_loads(buf, 0, &e);
-    if (!j)
-        fail_msg("bad test json %s: %s", buf, e.text);
-    return j;
-}
-
 /* Assert and return the new id (static buffer per call site). */
 static void put(sdb_db *db, char id[32], const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -96,7 +79,7 @@ static void put(sdb_db *db, char id[32], const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
-    req = J("%s", buf);
+    req = tu_json("%s", buf);
     if (sdb_assert_sync(db, req, &out, &err) != 0)
         fail_msg("assert %s: %s (%s)", buf, err.message, err.field);
     if (id)
@@ -117,7 +100,7 @@ static json_t *query(sdb_db *db, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
-    req = J("%s", buf);
+    req = tu_json("%s", buf);
     if (sdb_query(db, req, &out, &err) != 0)
         fail_msg("query %s: %s (%s)", buf, err.message, err.field);
     json_decref(req);
@@ -301,8 +284,8 @@ static void test_db_retract_cascades_through_source_and_derived(void **state)
     put(f->db, other,
         "{\"concept_path\":\"drug/w\",\"predicate\":\"safe\",\"value\":true,"
         "\"source\":\"source/badger\"}");
-    req = J("{\"concept_path\":\"source/bad\",\"reason\":\"quality\","
-            "\"cascade\":true}");
+    req = tu_json("{\"concept_path\":\"source/bad\",\"reason\":\"quality\","
+                  "\"cascade\":true}");
     assert_int_equal(sdb_retract_sync(f->db, req, &out, &err), 0);
     assert_int_equal(json_integer_value(json_object_get(out, "retracted")), 3);
     json_decref(out);
@@ -351,7 +334,7 @@ static void test_db_as_of_sees_the_past(void **state)
     nanosleep(&(struct timespec){0, 2000000}, NULL);
     put(f->db, NULL,
         "{\"concept_path\":\"t\",\"predicate\":\"p\",\"value\":2}");
-    req = J("{\"id\":\"%s\",\"reason\":\"wrong\"}", id);
+    req = tu_json("{\"id\":\"%s\",\"reason\":\"wrong\"}", id);
     assert_int_equal(sdb_retract_sync(f->db, req, &out, &err), 0);
     json_decref(out);
     json_decref(req);
@@ -418,25 +401,26 @@ static void test_db_rejects_bad_requests_with_field(void **state)
     json_t *req, *out = NULL;
     sdb_error err = {0};
 
-    req = J("{\"concept_path\":\"../etc\",\"predicate\":\"p\",\"value\":1}");
+    req = tu_json(
+        "{\"concept_path\":\"../etc\",\"predicate\":\"p\",\"value\":1}");
     assert_int_equal(sdb_assert_sync(f->db, req, &out, &err), SDB_EINVAL);
     assert_string_equal(err.field, "concept_path");
     json_decref(req);
     memset(&err, 0, sizeof(err));
-    req = J("{\"concept_path\":\"a\",\"predicate\":\"p\",\"value\":1,"
-            "\"derived_from\":[\"00000000000000ff00000000\"]}");
+    req = tu_json("{\"concept_path\":\"a\",\"predicate\":\"p\",\"value\":1,"
+                  "\"derived_from\":[\"00000000000000ff00000000\"]}");
     assert_int_equal(sdb_assert_sync(f->db, req, &out, &err), SDB_EINVAL);
     assert_string_equal(err.field, "derived_from[0]");
     json_decref(req);
     memset(&err, 0, sizeof(err));
-    req = J("{\"id\":\"00000000000000ff00000000\",\"reason\":\"x\"}");
+    req = tu_json("{\"id\":\"00000000000000ff00000000\",\"reason\":\"x\"}");
     assert_int_equal(sdb_retract_sync(f->db, req, &out, &err), SDB_ENOTFOUND);
     json_decref(req);
-    req = J("{\"concept_path\":\"*\",\"limit\":-1}");
+    req = tu_json("{\"concept_path\":\"*\",\"limit\":-1}");
     assert_int_equal(sdb_query(f->db, req, &out, &err), SDB_EINVAL);
     assert_string_equal(err.field, "limit");
     json_decref(req);
-    req = J("{\"concept_path\":\"*\",\"cursor\":\"c1.0.ffff.0.0.0\"}");
+    req = tu_json("{\"concept_path\":\"*\",\"cursor\":\"c1.0.ffff.0.0.0\"}");
     assert_int_equal(sdb_query(f->db, req, &out, &err), SDB_EINVAL);
     json_decref(req);
 }
@@ -536,7 +520,7 @@ static void test_db_corrupt_snapshot_is_detected_and_rebuilt(void **state)
             "{\"concept_path\":\"k/%d\",\"predicate\":\"p\",\"value\":%d,"
             "\"source\":\"src/%d\"}",
             i % 4, i, i % 3);
-    req = J("{\"id\":\"%s\",\"reason\":\"x\"}", id);
+    req = tu_json("{\"id\":\"%s\",\"reason\":\"x\"}", id);
     assert_int_equal(sdb_retract_sync(f->db, req, &out, &err), 0);
     json_decref(out);
     json_decref(req);

@@ -43,23 +43,6 @@ static void quiet(void *arg, sdb_log_level level, const char *msg)
         fprintf(stderr, "[db] %s\n", msg);
 }
 
-static json_t *J(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static json_t *J(const char *fmt, ...)
-{
-    char buf[4096];
-    json_error_t e;
-    json_t *j;
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    j = json_loads(buf, 0, &e);
-    if (!j)
-        fail_msg("bad test JSON %s: %s", buf, e.text);
-    return j;
-}
-
 static void put_one(struct fx *f, int i, uint64_t *rs)
 {
     uint64_t r = tu_rand(rs);
@@ -90,10 +73,10 @@ static void put_one(struct fx *f, int i, uint64_t *rs)
     else if ((r >> 40) % 4 == 1)
         snprintf(extra, sizeof(extra), ",\"source\":\"source/s%d\"",
                  (int)(r >> 44) % 3);
-    req = J("{\"concept_path\":\"%s\",\"predicate\":\"p%d\",\"value\":%s,"
-            "\"confidence\":%.17g,\"authority_tier\":\"%s\"%s}",
-            concepts[f->concept[i]], f->pred[i], value, confs[(r >> 50) % 5],
-            tiers[(r >> 53) % 5], extra);
+    req = tu_json("{\"concept_path\":\"%s\",\"predicate\":\"p%d\",\"value\":%s,"
+                  "\"confidence\":%.17g,\"authority_tier\":\"%s\"%s}",
+                  concepts[f->concept[i]], f->pred[i], value,
+                  confs[(r >> 50) % 5], tiers[(r >> 53) % 5], extra);
     if (sdb_assert_sync(f->db, req, &out, &err) != 0)
         fail_msg("assert: %s", err.message);
     snprintf(f->ids[i], 32, "%s",
@@ -122,7 +105,7 @@ static int setup(void **state)
         put_one(f, i, &rs);
     /* retract every 7th by id */
     for (int i = 3; i < N_PUT; i += 7) {
-        json_t *req = J("{\"id\":\"%s\",\"reason\":\"test\"}", f->ids[i]),
+        json_t *req = tu_json("{\"id\":\"%s\",\"reason\":\"test\"}", f->ids[i]),
                *out = NULL;
         if (sdb_retract_sync(f->db, req, &out, &err) != 0)
             fail_msg("retract: %s", err.message);
@@ -148,7 +131,7 @@ static int teardown(void **state)
 /* Run req both ways; the text must be the tree's dump plus "\n". */
 static json_t *both_ways(sdb_db *db, const char *req_text)
 {
-    json_t *req = J("%s", req_text), *out = NULL;
+    json_t *req = tu_json("%s", req_text), *out = NULL;
     sdb_error err = {0}, err2 = {0};
     char *text = NULL, *dump;
     size_t len = 0;
@@ -329,9 +312,9 @@ static void test_query_reads_records_with_gaps_between_them(void **state)
     memset(big, 'x', sizeof(big) - 1);
     big[sizeof(big) - 1] = 0;
     for (int i = 0; i < 40; i++) {
-        json_t *a = J("{\"concept_path\":\"big/a\",\"predicate\":\"%s\","
-                      "\"value\":\"%d:%s\"}",
-                      i % 2 ? "q" : "p", i, i % 8 < 4 ? big : "small"),
+        json_t *a = tu_json("{\"concept_path\":\"big/a\",\"predicate\":\"%s\","
+                            "\"value\":\"%d:%s\"}",
+                            i % 2 ? "q" : "p", i, i % 8 < 4 ? big : "small"),
                *out = NULL;
         assert_int_equal(sdb_assert_sync(f->db, a, &out, &err), 0);
         json_decref(out);
