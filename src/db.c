@@ -169,8 +169,13 @@ static int stage_assert(struct sdb_db *db, struct wreq *w, msgpack_sbuffer *sb)
         size_t before = sb->size;
         uint32_t cid;
 
+        uint32_t known = db->ix->n_concepts;
+
         stamp(db, &a->id, &a->ts_us);
         rc = sdb_index_concept(db->ix, a->concept_path, true, &cid);
+        /* nodes this write created exist only once it is durable */
+        for (uint32_t c = known; rc == 0 && c < db->ix->n_concepts; c++)
+            db->ix->concepts[c]->since_lsn = a->id.lsn;
         if (rc == 0)
             rc = sdb_codec_pack_assertion(sb, a);
         w->rec_len[i] = (uint32_t)(sb->size - before);

@@ -61,6 +61,8 @@ struct sdb_concept {
     uint32_t first_child;
     uint32_t next_sibling;
     uint32_t n_children;
+    uint64_t since_lsn;    /* LSN of the write that created it; 0 when it
+                              came from disk (durable) */
     struct u32vec entries; /* positions in ix->entries, LSN order */
     struct sdb_seginfo seg;
 };

@@ -939,6 +939,16 @@ static uint64_t visible_count(const struct sdb_index *ix,
     return n;
 }
 
+static uint32_t visible_children(const struct sdb_index *ix,
+                                 const struct sdb_concept *c, uint64_t bound)
+{
+    uint32_t n = 0;
+
+    for (uint32_t ch = c->first_child; ch; ch = ix->concepts[ch]->next_sibling)
+        n += ix->concepts[ch]->since_lsn <= bound;
+    return n;
+}
+
 int sdb_concepts(sdb_db *db, const char *prefix, json_t **out, sdb_error *err)
 {
     uint64_t bound = atomic_load(&db->visible_lsn);
@@ -955,19 +965,22 @@ int sdb_concepts(sdb_db *db, const char *prefix, json_t **out, sdb_error *err)
     pthread_rwlock_rdlock(&db->ix_lock);
     if (prefix && *prefix) {
         rc = sdb_index_concept(db->ix, prefix, false, &cid);
-        if (rc == 0 && !cid)
+        if (rc == 0 && (!cid || db->ix->concepts[cid]->since_lsn > bound))
             rc = sdb_error_set(err, SDB_ENOTFOUND, "prefix", "no such concept");
     }
     first = cid ? db->ix->concepts[cid]->first_child : db->ix->first_root;
     for (uint32_t ch = first; rc == 0 && ch;
          ch = db->ix->concepts[ch]->next_sibling) {
         const struct sdb_concept *c = db->ix->concepts[ch];
+
+        if (c->since_lsn > bound)
+            continue; /* created by a write not durable (yet) */
         json_array_append_new(
             list,
             json_pack("{s:s, s:s, s:I, s:I}", "name", c->path + c->name_off,
                       "path", c->path, "assertion_count",
                       (json_int_t)visible_count(db->ix, c, bound), "children",
-                      (json_int_t)c->n_children));
+                      (json_int_t)visible_children(db->ix, c, bound)));
     }
     pthread_rwlock_unlock(&db->ix_lock);
     if (rc == 0)

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "io_sim.h"
 #include "stemedb/stemedb.h"
 #include "testutil.h"
 
@@ -500,6 +502,56 @@ static void test_db_concepts_lists_children(void **state)
     assert_int_equal(sdb_concepts(f->db, "../x", &out, &err), SDB_EINVAL);
 }
 
+/* A concept created only by a write that never became durable is not
+ * listed (its node exists in the index from the moment it was staged). */
+static void test_db_concepts_hides_concepts_of_failed_writes(void **state)
+{
+    sdb_iosim *sim = sdb_iosim_new(7);
+    char *dir = tu_mkdtemp("dbc");
+    json_t *req, *out = NULL;
+    sdb_options o;
+    sdb_error err = {0};
+    sdb_db *db = NULL;
+
+    (void)state;
+    sdb_options_init(&o, dir);
+    o.flags = SDB_OPEN_CREATE;
+    o.log = quiet;
+    o.io = sdb_iosim_io(sim);
+    assert_int_equal(sdb_db_open(&o, &db, &err), 0);
+    put(db, NULL,
+        "{\"concept_path\":\"kept/a\",\"predicate\":\"p\",\"value\":1}");
+    sdb_iosim_fail(sim, SDB_IO_FDATASYNC,
+                   sdb_iosim_calls(sim, SDB_IO_FDATASYNC) + 1, true, EIO);
+    req = tu_json("{\"concept_path\":\"lost/b\",\"predicate\":\"p\","
+                  "\"value\":2}");
+    assert_int_equal(sdb_assert_sync(db, req, &out, &err), SDB_EREADONLY);
+    json_decref(req);
+    req = tu_json("{\"concept_path\":\"kept/new\",\"predicate\":\"p\","
+                  "\"value\":3}");
+    assert_int_equal(sdb_assert_sync(db, req, &out, &err), SDB_EREADONLY);
+    json_decref(req);
+    assert_int_equal(sdb_concepts(db, "", &out, &err), 0);
+    assert_int_equal(json_array_size(json_object_get(out, "concepts")), 1);
+    assert_string_equal(
+        json_string_value(json_object_get(
+            json_array_get(json_object_get(out, "concepts"), 0), "name")),
+        "kept");
+    assert_int_equal(
+        json_integer_value(json_object_get(
+            json_array_get(json_object_get(out, "concepts"), 0), "children")),
+        1);
+    json_decref(out);
+    assert_int_equal(sdb_concepts(db, "kept", &out, &err), 0);
+    assert_int_equal(json_array_size(json_object_get(out, "concepts")), 1);
+    json_decref(out);
+    assert_int_equal(sdb_concepts(db, "lost", &out, &err), SDB_ENOTFOUND);
+    sdb_db_close(db);
+    sdb_iosim_free(sim);
+    tu_rmrf(dir);
+    free(dir);
+}
+
 static json_t *dump_all(sdb_db *db)
 {
     return query(db, "{\"concept_path\":\"*\",\"limit\":10000,"
@@ -638,6 +690,7 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_db_concepts_lists_children, setup,
                                         teardown),
+        cmocka_unit_test(test_db_concepts_hides_concepts_of_failed_writes),
         cmocka_unit_test_setup_teardown(
             test_db_corrupt_snapshot_is_detected_and_rebuilt, setup, teardown),
         cmocka_unit_test_setup_teardown(
