@@ -301,12 +301,16 @@ static int slot_flush(struct sdb_segstore *ss, int i)
 {
     struct fd_slot *s = &ss->slots[i];
     int rc = wbuf_write(ss, s->data_fd, &s->wd);
-    int rc2 = wbuf_write(ss, s->idx_fd, &s->wi);
 
-    if (rc == 0)
-        rc = rc2;
+    if (rc == 0) {
+        rc = wbuf_write(ss, s->idx_fd, &s->wi);
+    } else { /* entries for records that are not there: never written */
+        ss->pend_bytes -= s->wi.len;
+        s->wi.len = 0;
+    }
     s->pending = false;
-    for (unsigned k = 0; k < ss->n_pend; k++) {
+    /* from the end: flush_all takes slots from there, so O(1) for it */
+    for (unsigned k = ss->n_pend; k-- > 0;) {
         if (ss->pend[k] == i) {
             ss->pend[k] = ss->pend[--ss->n_pend];
             break;
