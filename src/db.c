@@ -124,7 +124,6 @@ static void go_read_only(struct sdb_db *db, int rc, const char *what)
 static json_t *commit_json(struct sdb_id id, int64_t ts)
 {
     char sid[SDB_ID_LEN + 1], t[32];
-
     json_t *o = json_object();
 
     sdb_id_format(id, sid);
@@ -167,9 +166,7 @@ static int stage_assert(struct sdb_db *db, struct wreq *w, msgpack_sbuffer *sb)
     for (size_t i = 0; rc == 0 && i < w->n; i++) {
         struct sdb_assertion *a = &w->as[i];
         size_t before = sb->size;
-        uint32_t cid;
-
-        uint32_t known = db->ix->n_concepts;
+        uint32_t cid, known = db->ix->n_concepts;
 
         stamp(db, &a->id, &a->ts_us);
         rc = sdb_index_concept(db->ix, a->concept_path, true, &cid);
