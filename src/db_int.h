@@ -29,6 +29,7 @@
 #define SDB_FSYNC_BUCKETS 12
 
 struct wreq;
+struct sdb_textcache;
 
 struct sdb_db {
     sdb_options opt;
@@ -40,6 +41,8 @@ struct sdb_db {
     struct sdb_segstore *ss;
     struct sdb_index *ix; /* protected by ix_lock */
     pthread_rwlock_t ix_lock;
+    /* rendered records for queries (query.c), created on first use */
+    _Atomic(struct sdb_textcache *) tcache;
     _Atomic uint64_t visible_lsn; /* highest durable, applied LSN */
     atomic_bool read_only;
     atomic_int read_only_errno;

@@ -24,6 +24,7 @@
 #include "codec.h"
 #include "hash.h"
 #include "path.h"
+#include "textcache.h"
 
 static double elapsed_s(const struct timespec *t0)
 {
@@ -751,6 +752,7 @@ static void db_free(struct sdb_db *db)
 {
     sdb_wal_close(db->wal);
     sdb_segstore_free(db->ss);
+    sdb_textcache_free(atomic_load(&db->tcache));
     sdb_index_free(db->ix);
     if (db->lock_fd >= 0)
         close(db->lock_fd);

@@ -546,6 +546,21 @@ static void retracted_text(struct sdb_jsonw *w, bool retracted)
  * length and just-verified checksum) was rendered before, else decoded,
  * rendered and remembered.
  */
+/* The db's cache of rendered records, created on first use; NULL (no
+ * caching) if it cannot be allocated. */
+static struct sdb_textcache *text_cache(struct sdb_db *db)
+{
+    struct sdb_textcache *tc = atomic_load(&db->tcache), *expect = NULL;
+
+    if (tc || sdb_textcache_new(SDB_TEXT_CACHE_BYTES, &tc) < 0)
+        return tc;
+    if (!atomic_compare_exchange_strong(&db->tcache, &expect, tc)) {
+        sdb_textcache_free(tc); /* another reader won the race */
+        tc = expect;
+    }
+    return tc;
+}
+
 static int item_text(struct qctx *qc, struct sdb_textcache *tc,
                      const struct sdb_entry *e, const unsigned char *rec,
                      struct sdb_jsonw *w)
@@ -575,7 +590,7 @@ static int item_text(struct qctx *qc, struct sdb_textcache *tc,
 static int emit_page(struct qctx *qc, const uint32_t *pos, uint32_t n,
                      json_t *list, struct sdb_jsonw *w)
 {
-    struct sdb_textcache *tc = w ? sdb_segstore_text_cache(qc->db->ss) : NULL;
+    struct sdb_textcache *tc = w ? text_cache(qc->db) : NULL;
     struct pagerecs pr;
     int rc;
 

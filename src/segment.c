@@ -20,7 +20,6 @@
 #include "hash.h"
 #include "model.h"
 #include "readcache.h"
-#include "textcache.h"
 
 static const unsigned char idx_magic[8] = {'S', 'T', 'M', 'D',
                                            'B', 'I', 'D', 'X'};
@@ -71,8 +70,6 @@ struct sdb_segstore {
     size_t pend_bytes;
     /* read-only descriptors for sdb_segstore_read*; created on first use */
     _Atomic(struct sdb_readcache *) rcache;
-    /* query.c's rendered records, kept here for the store's lifetime */
-    _Atomic(struct sdb_textcache *) tcache;
 };
 
 /* Past this many unwritten bytes an append writes everything out. */
@@ -410,7 +407,6 @@ void sdb_segstore_free(struct sdb_segstore *ss)
             ss->io->close(ss->io->ctx, ss->sync_fd);
     }
     sdb_readcache_free(atomic_load(&ss->rcache));
-    sdb_textcache_free(atomic_load(&ss->tcache));
     dirset_clear(&ss->dirty_dirs);
     free(ss->dirty_dirs.v);
     free(ss->dirty_dirs.tab);
@@ -677,19 +673,6 @@ int sdb_segstore_read(struct sdb_segstore *ss, const struct sdb_seginfo *si,
         sdb_segstore_read_span(ss, si, loc->segno, loc->off, loc->len, buf);
 
     return rc == 0 ? sdb_segstore_verify(ss, si, loc, buf) : rc;
-}
-
-struct sdb_textcache *sdb_segstore_text_cache(struct sdb_segstore *ss)
-{
-    struct sdb_textcache *tc = atomic_load(&ss->tcache), *expect = NULL;
-
-    if (tc || sdb_textcache_new(SDB_TEXT_CACHE_BYTES, &tc) < 0)
-        return tc;
-    if (!atomic_compare_exchange_strong(&ss->tcache, &expect, tc)) {
-        sdb_textcache_free(tc); /* another reader won the race */
-        tc = expect;
-    }
-    return tc;
 }
 
 void sdb_segstore_read_stats(struct sdb_segstore *ss,

@@ -98,15 +98,6 @@ int sdb_segstore_read_span(struct sdb_segstore *ss,
 int sdb_segstore_verify(struct sdb_segstore *ss, const struct sdb_seginfo *si,
                         const struct sdb_loc *loc, const void *rec);
 
-/*
- * The store's cache of rendered records (textcache.h), created on first
- * use and freed with the store; NULL if it cannot be allocated.  It lives
- * here only because the store is the per-database object the read path
- * owns a piece of; segment.c itself never uses it.
- */
-struct sdb_textcache;
-struct sdb_textcache *sdb_segstore_text_cache(struct sdb_segstore *ss);
-
 struct sdb_readcache_stats;
 /* Counters of the read descriptor cache (zeros before the first read). */
 void sdb_segstore_read_stats(struct sdb_segstore *ss,
