@@ -20,13 +20,6 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; exit 1; }
-mounted() { grep -q " $MNT fuse.stemedb " /proc/mounts; }
-mount_fs() { # mount_fs [ENV=VALUE...]: the daemon with FUSE debug output
-    env "$@" "$SDB_BIN/stemedb-fuse" -d --data-dir "$D" "$MNT" >"$T/fuse.log" 2>&1 &
-    PID=$!
-    for _ in $(seq 1 100); do mounted && return 0; sleep 0.1; done
-    fail "mount did not appear: $(tail -5 "$T/fuse.log")"
-}
 umount_fs() { # SIGTERM; the exit status also carries sanitizer reports
     local rc
     kill -TERM "$PID"
@@ -39,7 +32,7 @@ requests() { grep -a -c 'opcode: ' "$T/fuse.log"; }
 
 mkdir -p "$MNT"
 "$WRITER" "$D" assert 300 40 || fail "assert"
-mount_fs
+fuse_mount -d
 
 # --- a warm rsync of an unchanged store: almost nothing reaches the daemon
 rsync -a "$MNT/data/" "$T/c1/" || fail "rsync 1"
@@ -110,7 +103,7 @@ umount_fs
 
 # --- idle classes are retired: the kernel forgets their nodes, the
 # daemon closes their cuts' fds
-mount_fs SDB_FS_RETIRE_S=2
+fuse_mount -d SDB_FS_RETIRE_S=2
 ls "$MNT/data/wal" >/dev/null
 base=$(ls "/proc/$PID/fd" | wc -l)
 "$WRITER" "$D" loop 4 "$T/cnt" &

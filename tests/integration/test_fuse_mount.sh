@@ -18,19 +18,12 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; exit 1; }
-mounted() { grep -q " $MNT fuse.stemedb " /proc/mounts; }
-mount_fs() {
-    "$SDB_BIN/stemedb-fuse" -f --data-dir "$D" "$MNT" 2>>"$T/fuse.log" &
-    PID=$!
-    for _ in $(seq 1 100); do mounted && return 0; sleep 0.1; done
-    fail "mount did not appear: $(cat "$T/fuse.log")"
-}
 # jget FILE EXPR: evaluate a Python expression on the parsed JSON (j).
 jget() { python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"; }
 
 mkdir -p "$MNT"
 "$WRITER" "$D" fixture || fail "fixture"
-mount_fs
+fuse_mount
 
 # --- layout and mount options
 [ "$(ls "$MNT" | tr '\n' ' ')" = "README concepts data health.json " ] ||
@@ -195,12 +188,12 @@ PID=
 mounted && fail "still mounted after SIGTERM"
 
 # --- kill -9, then fusermount3 -u recovers the mount point
-mount_fs
+fuse_mount
 { kill -9 "$PID" && wait "$PID"; } 2>/dev/null
 PID=
 ls "$MNT" >/dev/null 2>&1 && fail "dead mount still answers"
 fusermount3 -u "$MNT" || fail "fusermount3 -u after kill -9"
 mounted && fail "still mounted after fusermount3 -u"
-mount_fs
+fuse_mount
 [ "$(jget "$A" 'j["count"]')" = 2 ] || fail "remount"
 echo "PASS: test_fuse_mount"

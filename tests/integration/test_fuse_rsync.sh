@@ -39,10 +39,7 @@ check_copy() {
 mkdir -p "$MNT"
 "$WRITER" "$D" fixture || fail fixture
 "$WRITER" "$D" assert 500 || fail "assert"
-SDB_FS_DEBUG=${KEEP:-} "$SDB_BIN/stemedb-fuse" -f --data-dir "$D" "$MNT" 2>"$T/fuse.log" &
-PID=$!
-for _ in $(seq 1 100); do grep -q " $MNT " /proc/mounts && break; sleep 0.1; done
-grep -q " $MNT " /proc/mounts || fail "mount: $(cat "$T/fuse.log")"
+fuse_mount SDB_FS_DEBUG="${KEEP:-}"
 
 # --- 20 copies under concurrent writes (small WAL segments, frequent
 # checkpoints: WAL switches and recycling happen during the copies)

@@ -52,10 +52,7 @@ rcl() { env -u AWS_CA_BUNDLE rclone --config /dev/null --retries 1 --fast-list "
 
 "$WRITER" "$D" fixture || fail fixture
 "$WRITER" "$D" assert 300 || fail assert
-"$SDB_BIN/stemedb-fuse" -f --data-dir "$D" "$MNT" 2>"$T/fuse.log" &
-PID=$!
-for _ in $(seq 1 100); do grep -q " $MNT " /proc/mounts && break; sleep 0.1; done
-grep -q " $MNT " /proc/mounts || fail "mount: $(cat "$T/fuse.log")"
+fuse_mount
 "$WRITER" "$D" loop 60 "$T/cnt" &
 WP=$!
 for _ in $(seq 1 100); do [ -s "$T/cnt" ] && break; sleep 0.1; done
