@@ -26,6 +26,8 @@
 static const unsigned char wal_magic[8] = {'S', 'T', 'M', 'D',
                                            'B', 'W', 'A', 'L'};
 
+#define ZERO_STEP ((size_t)1 << 20) /* see zero_ahead */
+
 struct wal_seg {
     uint64_t seq;
     uint64_t first_lsn;
@@ -42,7 +44,9 @@ struct sdb_wal {
     pthread_mutex_t lock; /* protects segs, n_segs and the counters */
     struct wal_seg *segs; /* sorted by seq; the last is active when fd>=0 */
     size_t n_segs, cap_segs;
-    int fd; /* active segment, -1 if none */
+    int fd;          /* active segment, -1 if none */
+    uint64_t zeroed; /* the active segment holds written zeros (or records)
+                        up to here; the rest is only preallocated */
     uint64_t active_first_write_ms;
     uint64_t bytes_written;
     uint64_t archived_total;
@@ -541,7 +545,39 @@ int sdb_wal_rotate(struct sdb_wal *wal, uint64_t next_lsn)
     if (wal->fd >= 0)
         wal->cfg.io->close(wal->cfg.io->ctx, wal->fd);
     wal->fd = fd;
+    wal->zeroed = SDB_WAL_HEADER_SIZE;
     wal->active_first_write_ms = 0;
+    return 0;
+}
+
+/*
+ * Write zeros over the preallocated space of the active segment up to the
+ * next ZERO_STEP boundary at or past `end` (never below wal->zeroed, which
+ * is at or past the last record).  Preallocated blocks are "unwritten"
+ * extents on ext4 and XFS: the first write into one makes fdatasync also
+ * write the extent tree, about a fifth of its time here.  Writing a step
+ * of zeros ahead costs that once per step instead of once per group
+ * commit; the zeros reach the disk with the next group's fdatasync.
+ */
+static int zero_ahead(struct sdb_wal *wal, uint64_t end)
+{
+    static const unsigned char zeros[ZERO_STEP];
+    uint64_t to;
+
+    if (end <= wal->zeroed || wal->zeroed >= wal->cfg.segment_bytes)
+        return 0;
+    to = (end + ZERO_STEP - 1) / ZERO_STEP * ZERO_STEP;
+    if (to > wal->cfg.segment_bytes)
+        to = wal->cfg.segment_bytes; /* past it, the record extends the file */
+    while (wal->zeroed < to) {
+        size_t n = to - wal->zeroed > ZERO_STEP ? ZERO_STEP
+                                                : (size_t)(to - wal->zeroed);
+        int rc = sdb_io_pwrite_all(wal->cfg.io, wal->fd, zeros, n,
+                                   (off_t)wal->zeroed);
+        if (rc < 0)
+            return rc;
+        wal->zeroed += n;
+    }
     return 0;
 }
 
@@ -577,7 +613,9 @@ int sdb_wal_append(struct sdb_wal *wal, uint64_t lsn, uint32_t count,
     sdb_put_u64(h + 24, sdb_hash64_2(h, 24, payload, len,
                                      sdb_wal_seed(wal->cfg.store_id, s->seq)));
     off = s->used;
-    rc = sdb_io_pwrite_all(io, wal->fd, h, sizeof(h), (off_t)off);
+    rc = zero_ahead(wal, off + sizeof(h) + len);
+    if (rc == 0)
+        rc = sdb_io_pwrite_all(io, wal->fd, h, sizeof(h), (off_t)off);
     if (rc == 0)
         rc = sdb_io_pwrite_all(io, wal->fd, payload, len,
                                (off_t)(off + sizeof(h)));

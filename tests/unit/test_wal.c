@@ -14,7 +14,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "hash.h"
 #include "testutil.h"
@@ -266,6 +271,134 @@ static void test_wal_zeroes_a_torn_tail_of_the_newest_segment(void **state)
     free(dir);
 }
 
+/* ---- zeros written ahead of the records (zero_ahead in wal.c) ---- */
+
+#define MIB (1u << 20)
+
+/* The pwrites of one run: [off, off + len) and whether all were zeros. */
+struct wlog {
+    struct {
+        uint64_t off, len;
+        bool zeros;
+    } v[256];
+    int n;
+};
+static struct wlog wlog;
+
+static ssize_t rec_pwrite(void *ctx, int fd, const void *buf, size_t n,
+                          off_t off)
+{
+    const unsigned char *b = buf;
+    bool z = true;
+
+    for (size_t i = 0; z && i < n; i++)
+        z = b[i] == 0;
+    if (wlog.n < (int)(sizeof(wlog.v) / sizeof(wlog.v[0]))) {
+        wlog.v[wlog.n].off = (uint64_t)off;
+        wlog.v[wlog.n].len = n;
+        wlog.v[wlog.n].zeros = z;
+        wlog.n++;
+    }
+    return sdb_io_posix()->pwrite(ctx, fd, buf, n, off);
+}
+
+/* Does the file system call [off, off + len) of path written (not an
+ * unwritten preallocated extent)?  -1 if it cannot tell (no FIEMAP). */
+static int extent_written(const char *path, uint64_t off, uint64_t len)
+{
+    union {
+        struct fiemap fm;
+        unsigned char
+            raw[sizeof(struct fiemap) + 64 * sizeof(struct fiemap_extent)];
+    } q;
+    int fd = open(path, O_RDONLY), rc = 1;
+
+    if (fd < 0)
+        return -1;
+    memset(&q, 0, sizeof(q));
+    q.fm.fm_start = off;
+    q.fm.fm_length = len;
+    q.fm.fm_flags = FIEMAP_FLAG_SYNC;
+    q.fm.fm_extent_count = 64;
+    if (ioctl(fd, FS_IOC_FIEMAP, &q.fm) < 0 || q.fm.fm_mapped_extents == 0)
+        rc = -1;
+    for (unsigned i = 0; rc == 1 && i < q.fm.fm_mapped_extents; i++)
+        if (q.fm.fm_extents[i].fe_flags & FIEMAP_EXTENT_UNWRITTEN)
+            rc = 0;
+    close(fd);
+    return rc;
+}
+
+static void test_wal_writes_zeros_a_step_ahead_of_the_records(void **state)
+{
+    char *dir = tu_mkdtemp("walzero");
+    struct sdb_wal_config c = cfg(dir, NULL);
+    sdb_io io = *sdb_io_posix();
+    struct sdb_wal *w;
+    sdb_error err = {0};
+    unsigned char rec[100000];
+    uint64_t last, used = 64, lsn = 1;
+    char name[40], *seg;
+    int fiemap;
+
+    (void)state;
+    memset(rec, 'r', sizeof(rec));
+    io.pwrite = rec_pwrite;
+    c.io = &io;
+    c.segment_bytes = 2 * MIB + MIB / 2;
+    assert_int_equal(sdb_wal_open(&c, false, 0, NULL, NULL, &w, &last, &err),
+                     0);
+    assert_int_equal(sdb_wal_rotate(w, 1), 0);
+    sdb_wal_segment_name(1, name);
+    seg = tu_printf("%s/%s", dir, name);
+    memset(&wlog, 0, sizeof(wlog));
+    /* the first record: zeros from the header to 1 MiB go first */
+    assert_int_equal(sdb_wal_append(w, lsn++, 1, rec, 1000, NULL), 0);
+    assert_int_equal(wlog.n, 3);
+    assert_true(wlog.v[0].zeros);
+    assert_int_equal(wlog.v[0].off, 64);
+    assert_int_equal(wlog.v[0].off + wlog.v[0].len, MIB);
+    fiemap = extent_written(seg, 0, MIB);
+    if (fiemap >= 0) { /* ext4, XFS: the step is written, the rest not */
+        assert_int_equal(fiemap, 1);
+        assert_int_equal(extent_written(seg, MIB, MIB), 0);
+    } else {
+        print_message("no FIEMAP here: checked by the write log only\n");
+    }
+    used += 32 + 1000;
+    /* records up to the end of the segment: one step of zeros each time a
+     * record crosses a MiB boundary, never over a record, never past the
+     * preallocated size */
+    int steps = 0;
+    while (used + 32 + sizeof(rec) <= c.segment_bytes) {
+        memset(&wlog, 0, sizeof(wlog));
+        assert_int_equal(sdb_wal_append(w, lsn++, 1, rec, sizeof(rec), NULL),
+                         0);
+        for (int i = 0; i < wlog.n; i++) {
+            if (!wlog.v[i].zeros)
+                continue;
+            steps++;
+            assert_true(wlog.v[i].off >= used);
+            assert_true(wlog.v[i].off + wlog.v[i].len <= c.segment_bytes);
+            assert_int_equal(wlog.v[i].off % MIB, 0);
+        }
+        used += 32 + sizeof(rec);
+    }
+    assert_int_equal(steps, 2); /* [1, 2) MiB and [2, 2.5) MiB */
+    if (fiemap >= 0)
+        assert_int_equal(extent_written(seg, MIB, MIB), 1);
+    sdb_wal_close(w);
+    /* the records read back; the zeros are no torn tail */
+    c.io = sdb_io_posix();
+    assert_int_equal(sdb_wal_open(&c, false, 0, NULL, NULL, &w, &last, &err),
+                     0);
+    assert_int_equal(last, lsn - 1);
+    sdb_wal_close(w);
+    free(seg);
+    tu_rmrf(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -275,6 +408,7 @@ int main(void)
         cmocka_unit_test(test_wal_check_record_rejects_garbage),
         cmocka_unit_test(test_wal_open_refuses_foreign_and_future_segments),
         cmocka_unit_test(test_wal_zeroes_a_torn_tail_of_the_newest_segment),
+        cmocka_unit_test(test_wal_writes_zeros_a_step_ahead_of_the_records),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
