@@ -564,16 +564,14 @@ static bool body_headers_fail(struct api_req *r, struct api_err *e)
 static bool store_refuses_writes(struct api_req *r, struct api_err *e)
 {
     struct api_server *srv = r->ls->srv;
-    sdb_stats st;
     bool ro = false;
+    int eno = 0;
 
     if (!api_route_is_write(r->ep))
         return false;
     pthread_rwlock_rdlock(&srv->db_lock);
-    if (srv->db && !atomic_load(&srv->closing)) {
-        sdb_db_stats(srv->db, &st);
-        ro = st.read_only;
-    }
+    if (srv->db && !atomic_load(&srv->closing))
+        ro = sdb_db_read_only(srv->db, &eno);
     pthread_rwlock_unlock(&srv->db_lock);
     if (!ro)
         return false;
@@ -581,7 +579,7 @@ static bool store_refuses_writes(struct api_req *r, struct api_err *e)
     snprintf(e->message, sizeof(e->message),
              "the store is read-only after an I/O failure (%s); reads still "
              "work, writes need a restart after the cause is fixed",
-             strerror(st.read_only_errno ? st.read_only_errno : EIO));
+             strerror(eno ? eno : EIO));
     return true;
 }
 

@@ -201,7 +201,6 @@ enum MHD_Result api_route_write_result(struct api_req *r)
 {
     struct api_server *srv = r->ls->srv;
     struct api_err e;
-    sdb_stats st;
     bool ro = false;
 
     /* the done callback has returned: r->lock is not needed any more */
@@ -212,8 +211,7 @@ enum MHD_Result api_route_write_result(struct api_req *r)
         return api_http_reply_json(r, r->ep == API_EP_ASSERT ? 201 : 200, body);
     }
     if (db_enter(srv)) {
-        sdb_db_stats(srv->db, &st);
-        ro = st.read_only;
+        ro = sdb_db_read_only(srv->db, NULL);
         db_leave(srv);
     }
     if (ro || r->wrc == SDB_EREADONLY) {

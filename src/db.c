@@ -846,6 +846,13 @@ int sdb_wal_switch(sdb_db *db)
     return control(db, WREQ_SWITCH);
 }
 
+bool sdb_db_read_only(sdb_db *db, int *out_errno)
+{
+    if (out_errno)
+        *out_errno = atomic_load(&db->read_only_errno);
+    return atomic_load(&db->read_only);
+}
+
 void sdb_db_stats(sdb_db *db, sdb_stats *out)
 {
     struct sdb_wal_stats ws = {0};

@@ -219,6 +219,10 @@ typedef struct sdb_stats {
 SDB_API const double *sdb_fsync_bucket_bounds(size_t *n);
 
 SDB_API void sdb_db_stats(sdb_db *db, sdb_stats *out);
+/* Just sdb_stats.read_only (and read_only_errno into *out_errno unless
+ * NULL), without the locks sdb_db_stats takes: for a check on every
+ * write request. */
+SDB_API bool sdb_db_read_only(sdb_db *db, int *out_errno);
 
 /* Force a checkpoint now (blocks until done). */
 SDB_API int sdb_checkpoint(sdb_db *db);
