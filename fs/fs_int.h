@@ -54,6 +54,9 @@ void fs_epoch_clear(void);
  */
 void fs_class_check(sdb_view_cut *c);
 
+/* fs_advance (fs_node.h) with the listings of fs_ops.c. */
+int fs_advance_cut(struct fs_ctx *fx, sdb_view_cut *c);
+
 /* Free every node and class (at unmount, after the session ended). */
 void fs_nodes_clear(void);
 

@@ -21,9 +21,50 @@
 static pthread_mutex_t tree_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct fs_node *table[HASH_SLOTS]; /* protected by tree_lock */
 static struct fs_class *classes;          /* protected by tree_lock */
+/* The class whose data/ tree the kernel was handed last (fs_advance). */
+static struct fs_class *main_cls; /* protected by tree_lock */
+
+/*
+ * Classes and listings that fs_advance made unreachable: a handler may
+ * still be reading one it looked up just before, so they are freed by the
+ * reaper a while later (or at unmount).  Protected by tree_lock.
+ */
+#define GRACE_S 10.0
+struct grave {
+    double at;
+    struct fs_class *cls;
+    struct fs_list *list;
+    struct grave *next;
+};
+static struct grave *graves;
+/* For fs_advance's notices; set while the reaper runs.  tree_lock. */
+static struct fuse_session *session;
 static char root_path[1];
 static struct fs_node root_node = {
     .area = AREA_ROOT, .path = root_path, .fd = -1, .vs = {.is_dir = true}};
+
+static double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Bury a class or a listing (one of them).  Under tree_lock; on ENOMEM
+ * the thing is leaked rather than freed early. */
+static void bury(struct fs_class *c, struct fs_list *l)
+{
+    struct grave *g = malloc(sizeof(*g));
+
+    if (!g)
+        return;
+    g->at = now_s();
+    g->cls = c;
+    g->list = l;
+    g->next = graves;
+    graves = g;
+}
 
 void fs_node_lock(void)
 {
@@ -118,6 +159,12 @@ struct fs_node *fs_node_ref(struct fs_node *t)
     return n;
 }
 
+static void class_free(struct fs_class *c)
+{
+    sdb_view_cut_unref(c->cut);
+    free(c);
+}
+
 static void class_put(struct fs_class *c)
 {
     struct fs_class **pp;
@@ -129,8 +176,13 @@ static void class_put(struct fs_class *c)
             *pp = c->next;
             break;
         }
-    sdb_view_cut_unref(c->cut);
-    free(c);
+    if (main_cls == c)
+        main_cls = NULL;
+    if (session)
+        bury(c, NULL); /* fs_advance may have moved a node a handler is
+                          reading away from it just before */
+    else
+        class_free(c);
 }
 
 void fs_list_free(struct fs_list *l)
@@ -169,14 +221,6 @@ void fs_node_forget(struct fs_node *node, uint64_t n)
     if (node->nlookup == 0)
         node_free(node);
     pthread_mutex_unlock(&tree_lock);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 struct fs_class *fs_class_get(sdb_view_cut *c)
@@ -232,18 +276,64 @@ void fs_class_check(sdb_view_cut *c)
 }
 
 const struct fs_list *fs_node_set_list(struct fs_node *node,
+                                       struct fs_class *built_in,
                                        struct fs_list *list)
 {
     const struct fs_list *in;
 
     pthread_mutex_lock(&tree_lock);
-    if (!node->list)
-        node->list = list;
-    else
+    if (node->cls != built_in) { /* fs_advance moved it meanwhile */
         fs_list_free(list);
-    in = node->list;
+        in = NULL;
+    } else {
+        if (!node->list)
+            node->list = list;
+        else
+            fs_list_free(list);
+        in = node->list;
+    }
     pthread_mutex_unlock(&tree_lock);
     return in;
+}
+
+struct fs_class *fs_node_class(const struct fs_node *node)
+{
+    struct fs_class *k;
+
+    pthread_mutex_lock(&tree_lock);
+    k = node->cls;
+    pthread_mutex_unlock(&tree_lock);
+    return k;
+}
+
+void fs_node_stat(const struct fs_node *node, sdb_view_stat *out)
+{
+    pthread_mutex_lock(&tree_lock);
+    *out = node->vs;
+    pthread_mutex_unlock(&tree_lock);
+}
+
+void fs_class_set_main(struct fs_class *k)
+{
+    main_cls = k;
+}
+
+/* Free what was buried before `before` (all if negative).  Under
+ * tree_lock. */
+static void free_graves(double before)
+{
+    for (struct grave **pp = &graves; *pp;) {
+        struct grave *g = *pp;
+        if (before >= 0 && g->at > before) {
+            pp = &g->next;
+            continue;
+        }
+        *pp = g->next;
+        if (g->cls)
+            class_free(g->cls);
+        fs_list_free(g->list);
+        free(g);
+    }
 }
 
 void fs_nodes_clear(void)
@@ -258,10 +348,225 @@ void fs_nodes_clear(void)
     while (classes) {
         struct fs_class *c = classes;
         classes = c->next;
-        sdb_view_cut_unref(c->cut);
-        free(c);
+        class_free(c);
     }
+    main_cls = NULL;
+    free_graves(-1.0);
     pthread_mutex_unlock(&tree_lock);
+}
+
+/* ---- moving the data/ tree the kernel holds on to a newer cut ---- */
+
+struct plan {
+    struct fs_node *n;
+    sdb_view_stat vs;     /* what the new cut shows for it */
+    struct fs_list *list; /* its new listing, if it had one */
+    bool gone, attrs, names;
+};
+
+struct notice {
+    fuse_ino_t ino;
+    char *name; /* NULL: the inode (attributes and cached listing) */
+};
+
+struct notices {
+    struct notice *v;
+    size_t n, cap;
+    bool oom;
+};
+
+static void notice(struct notices *ns, fuse_ino_t ino, const char *name)
+{
+    if (ns->n == ns->cap) {
+        size_t cap = ns->cap ? ns->cap * 2 : 64;
+        void *v = realloc(ns->v, cap * sizeof(*ns->v));
+        if (!v) {
+            ns->oom = true;
+            return;
+        }
+        ns->v = v;
+        ns->cap = cap;
+    }
+    ns->v[ns->n].ino = ino;
+    ns->v[ns->n].name = NULL;
+    if (name && !(ns->v[ns->n].name = strdup(name))) {
+        ns->oom = true;
+        return;
+    }
+    ns->n++;
+}
+
+static bool stat_same(const sdb_view_stat *a, const sdb_view_stat *b)
+{
+    return a->is_dir == b->is_dir && a->ino == b->ino && a->size == b->size &&
+           a->mode == b->mode && a->uid == b->uid && a->gid == b->gid &&
+           a->mtime.tv_sec == b->mtime.tv_sec &&
+           a->mtime.tv_nsec == b->mtime.tv_nsec;
+}
+
+static bool dent_same(const struct fs_dent *a, const struct fs_dent *b)
+{
+    return stat_same(&a->vs, &b->vs) && !a->text == !b->text &&
+           a->len == b->len && (!a->text || !memcmp(a->text, b->text, a->len));
+}
+
+/*
+ * Compare dir's listing o with the new one: entries that went or changed
+ * (files: a changed file is another node) must leave the kernel's dcache;
+ * a changed set of names (or inode numbers) its cached listing.
+ */
+static bool list_diff(const struct fs_node *dir, const struct fs_list *o,
+                      const struct fs_list *nl, struct notices *ns)
+{
+    size_t i = 0, j = 0;
+    bool names = false;
+
+    while (i < o->n || j < nl->n) {
+        int c = i < o->n && j < nl->n ? strcmp(o->v[i].name, nl->v[j].name)
+                : i < o->n            ? -1
+                                      : 1;
+        if (c < 0) {
+            notice(ns, fs_node_ino(dir), o->v[i++].name);
+            names = true;
+        } else if (c > 0) {
+            j++;
+            names = true;
+        } else {
+            const struct fs_dent *a = &o->v[i++], *b = &nl->v[j++];
+            if (dent_same(a, b))
+                continue;
+            if (!(a->vs.is_dir && b->vs.is_dir)) /* a directory is moved */
+                notice(ns, fs_node_ino(dir), a->name);
+            if (a->vs.ino != b->vs.ino || a->vs.is_dir != b->vs.is_dir)
+                names = true;
+        }
+    }
+    return names;
+}
+
+int fs_advance(sdb_view_cut *c, fs_list_build_fn build, void *arg)
+{
+    struct plan *pl = NULL;
+    struct notices ns = {0};
+    struct fs_class *m, *k;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+
+    pthread_mutex_lock(&tree_lock);
+    m = main_cls;
+    if (!session || !m || m->retired) {
+        pthread_mutex_unlock(&tree_lock);
+        return 0;
+    }
+    k = fs_class_get(c);
+    if (!k || k == m || k->refs > 0) { /* k has a tree of its own */
+        pthread_mutex_unlock(&tree_lock);
+        return 0;
+    }
+    m->refs++; /* kept until the end */
+    for (size_t i = 0; i < HASH_SLOTS; i++)
+        for (struct fs_node *nd = table[i]; nd; nd = nd->hnext) {
+            if (nd->cls != m || nd->area != AREA_DATA)
+                continue;
+            if (n == cap) {
+                void *v =
+                    realloc(pl, (cap = cap ? cap * 2 : 256) * sizeof(*pl));
+                if (!v) {
+                    rc = SDB_ENOMEM;
+                    goto abandon;
+                }
+                pl = v;
+            }
+            memset(&pl[n], 0, sizeof(*pl));
+            pl[n++].n = nd;
+        }
+    /* what the new cut shows, nothing changed yet */
+    for (size_t i = 0; i < n; i++) {
+        struct plan *p = &pl[i];
+        struct fs_node t;
+
+        if (sdb_view_stat_path(c, p->n->path, &p->vs) < 0 || !p->vs.is_dir) {
+            p->gone = true; /* its parent's listing drops it */
+            continue;
+        }
+        p->attrs = !stat_same(&p->n->vs, &p->vs);
+        if (!p->n->list)
+            continue;
+        t = *p->n;
+        t.cls = k;
+        t.vs = p->vs;
+        rc = build(arg, &t, &p->list);
+        if (rc < 0)
+            goto abandon;
+        p->names = list_diff(p->n, p->n->list, p->list, &ns);
+    }
+    if (ns.oom) {
+        rc = SDB_ENOMEM;
+        goto abandon;
+    }
+    /* move every directory that is still there to k, in place */
+    for (size_t i = 0; i < n; i++) {
+        struct plan *p = &pl[i];
+        struct fs_node **pp;
+
+        if (p->gone)
+            continue;
+        for (pp = &table[p->n->hash % HASH_SLOTS]; *pp != p->n;
+             pp = &(*pp)->hnext)
+            ;
+        *pp = p->n->hnext;
+        p->n->cls = k;
+        k->refs++;
+        m->refs--;
+        p->n->vs = p->vs;
+        if (p->list) {
+            bury(NULL, p->n->list);
+            p->n->list = p->list;
+            p->list = NULL;
+        }
+        p->n->hash = node_hash(p->n);
+        pp = &table[p->n->hash % HASH_SLOTS];
+        p->n->hnext = *pp;
+        *pp = p->n;
+        if (p->attrs || p->names)
+            notice(&ns, fs_node_ino(p->n), NULL);
+    }
+    main_cls = k;
+    class_put(m);
+    pthread_mutex_unlock(&tree_lock);
+    /* no lock held: the kernel may need a handler to finish first */
+    for (size_t i = 0; i < ns.n; i++) {
+        if (ns.v[i].name)
+            fuse_lowlevel_notify_inval_entry(session, ns.v[i].ino, ns.v[i].name,
+                                             strlen(ns.v[i].name));
+        else
+            fuse_lowlevel_notify_inval_inode(session, ns.v[i].ino, 0, 0);
+        free(ns.v[i].name);
+    }
+    free(ns.v);
+    free(pl);
+    return (int)ns.n;
+abandon:
+    for (size_t i = 0; i < n; i++)
+        fs_list_free(pl[i].list);
+    class_put(m);
+    pthread_mutex_unlock(&tree_lock);
+    for (size_t i = 0; i < ns.n; i++)
+        free(ns.v[i].name);
+    free(ns.v);
+    free(pl);
+    return rc;
+}
+
+bool fs_class_is_main(sdb_view_cut *c)
+{
+    uint64_t key = sdb_view_cut_class(c);
+    bool is;
+
+    pthread_mutex_lock(&tree_lock);
+    is = main_cls && (key ? main_cls->key == key : main_cls->cut == c);
+    pthread_mutex_unlock(&tree_lock);
+    return is;
 }
 
 /* ---- the reaper ---- */
@@ -305,8 +610,11 @@ static size_t reap_collect(double before, struct inval **out)
         }
 out:
     for (struct fs_class *k = classes; k; k = k->next)
-        if (k->used <= before)
+        if (k->used <= before) {
             k->retired = true;
+            if (k == main_cls)
+                main_cls = NULL; /* its tree is going: nothing to advance */
+        }
     *out = v;
     return n;
 }
@@ -327,6 +635,7 @@ static void *reaper_main(void *arg)
         struct inval *v;
         pthread_mutex_lock(&tree_lock);
         size_t n = reap_collect(now_s() - retire_s, &v);
+        free_graves(now_s() - GRACE_S);
         pthread_mutex_unlock(&tree_lock);
         /* no lock held: the kernel may need a handler to finish first */
         for (size_t i = 0; i < n; i++) {
@@ -347,6 +656,7 @@ int fs_reaper_start(struct fuse_session *se)
 
     if (env && atof(env) > 0)
         retire_s = atof(env);
+    session = se;
     reaper_stop = false;
     if (pthread_create(&reaper, NULL, reaper_main, se) != 0)
         return -1;
@@ -356,6 +666,9 @@ int fs_reaper_start(struct fuse_session *se)
 
 void fs_reaper_stop(void)
 {
+    pthread_mutex_lock(&tree_lock);
+    session = NULL;
+    pthread_mutex_unlock(&tree_lock);
     if (!reaper_on)
         return;
     pthread_mutex_lock(&reaper_lock);

@@ -87,11 +87,43 @@ struct fs_class *fs_class_get(sdb_view_cut *c);
  * fs_node_lock. */
 void fs_class_touch(struct fs_class *k);
 
-/* Install list as node's listing unless one is there; returns the one in
- * place (frees list if it lost). */
+/* Install list, built with class built_in, as node's listing unless one
+ * is there; returns the one in place (frees list if it lost), or NULL
+ * (list freed) if the node has moved to another class meanwhile. */
 const struct fs_list *fs_node_set_list(struct fs_node *node,
+                                       struct fs_class *built_in,
                                        struct fs_list *list);
 void fs_list_free(struct fs_list *l);
+
+/* A node's class and attributes as they are now: fs_advance may change
+ * both for a directory below data/. */
+struct fs_class *fs_node_class(const struct fs_node *node);
+void fs_node_stat(const struct fs_node *node, sdb_view_stat *out);
+
+/* Record that the kernel was just handed k's data/ node.  Under
+ * fs_node_lock. */
+void fs_class_set_main(struct fs_class *k);
+
+/* Does cut c belong to the class fs_class_set_main named last? */
+bool fs_class_is_main(sdb_view_cut *c);
+
+/* Build the listing of directory node *dir as class dir->cls shows it
+ * (called under fs_node_lock: must not take it). */
+typedef int (*fs_list_build_fn)(void *arg, const struct fs_node *dir,
+                                struct fs_list **out);
+
+/*
+ * Move the data/ tree that the kernel holds for the main class on to cut
+ * c, in place: every directory node still there joins c's class with the
+ * attributes and listing c shows, and the kernel is told to drop the
+ * entries that changed (a changed file is another node) and the cached
+ * listings and attributes of directories that changed; everything else
+ * it keeps, pages included.  For the first cut of a process when no other
+ * process is using the main class (fs_epoch.c); a newer cut then costs the
+ * kernel only what changed.  Returns the notices sent, or an sdb error
+ * (nothing changed then).
+ */
+int fs_advance(sdb_view_cut *c, fs_list_build_fn build, void *arg);
 
 /*
  * The reaper: a thread that, every second, retires the classes whose

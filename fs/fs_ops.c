@@ -215,10 +215,10 @@ static int cmp_dent(const void *x, const void *y)
                   ((const struct fs_dent *)y)->name);
 }
 
-/* Build a directory's listing: the class's cut for data/, the live cut
+/* Build a directory's listing: class k's cut for data/, the live cut
  * for concepts/ (plus assertions.json below the top). */
 static int list_build(struct fs_ctx *fx, const struct fs_node *dir,
-                      struct fs_list **out)
+                      const struct fs_class *k, struct fs_list **out)
 {
     struct acc a = {fx, dir, calloc(1, sizeof(struct fs_list)), 0};
     int rc;
@@ -226,7 +226,7 @@ static int list_build(struct fs_ctx *fx, const struct fs_node *dir,
     if (!a.l)
         return SDB_ENOMEM;
     if (dir->area == AREA_DATA) {
-        rc = sdb_view_list(dir->cls->cut, dir->path, data_cb, &a);
+        rc = sdb_view_list(k->cut, dir->path, data_cb, &a);
     } else {
         rc = sdb_view_list(fx->live, dir->rel, concept_cb, &a);
         if (rc == 0 && *dir->path)
@@ -242,22 +242,41 @@ static int list_build(struct fs_ctx *fx, const struct fs_node *dir,
     return 0;
 }
 
-/* The listing of dir, built at the first use and kept with the node. */
+/* The listing of dir, built at the first use and kept with the node (a
+ * listing fs_advance replaces stays readable for a while). */
 static int list_get(struct fs_ctx *fx, struct fs_node *dir,
                     const struct fs_list **out)
 {
-    struct fs_list *l;
-    int rc;
+    for (int tries = 0; tries < 8; tries++) {
+        struct fs_class *k;
+        struct fs_list *l;
+        int rc;
 
-    fs_node_lock();
-    *out = dir->list;
-    fs_node_unlock();
-    if (*out)
-        return 0;
-    rc = list_build(fx, dir, &l);
-    if (rc == 0)
-        *out = fs_node_set_list(dir, l);
-    return rc;
+        fs_node_lock();
+        *out = dir->list;
+        k = dir->cls;
+        fs_node_unlock();
+        if (*out)
+            return 0;
+        rc = list_build(fx, dir, k, &l);
+        if (rc < 0)
+            return rc;
+        if ((*out = fs_node_set_list(dir, k, l)) != NULL)
+            return 0;
+    }
+    return SDB_EIO; /* moved on to a new cut eight times meanwhile */
+}
+
+/* fs_advance's builder: dir is a template carrying the new class. */
+static int advance_build(void *arg, const struct fs_node *dir,
+                         struct fs_list **out)
+{
+    return list_build(arg, dir, dir->cls, out);
+}
+
+int fs_advance_cut(struct fs_ctx *fx, sdb_view_cut *c)
+{
+    return fs_advance(c, advance_build, fx);
 }
 
 /* ---- nodes ---- */
@@ -284,14 +303,14 @@ static int concept_rel(const char *path, char **out)
     return asprintf(out, "db/%s", cdir) < 0 ? SDB_ENOMEM : 0;
 }
 
-/* Fill the rest of template t for entry d below dir. */
-static int child_tmpl(const struct fs_node *dir, const struct fs_dent *d,
-                      struct fs_node *t)
+/* Fill the rest of template t for entry d below dir, of class k. */
+static int child_tmpl(const struct fs_node *dir, struct fs_class *k,
+                      const struct fs_dent *d, struct fs_node *t)
 {
     sdb_view_stat vs;
 
     if (d->vs.is_dir) {
-        t->cls = dir->cls;
+        t->cls = k;
         return dir->area == AREA_CONCEPTS ? concept_rel(t->path, &t->rel) : 0;
     }
     if (d->text) {
@@ -303,7 +322,7 @@ static int child_tmpl(const struct fs_node *dir, const struct fs_dent *d,
         return 0;
     }
     if (dir->area == AREA_DATA && held_file(t->path))
-        return sdb_view_open_file(dir->cls->cut, t->path, &t->fd, &vs);
+        return sdb_view_open_file(k->cut, t->path, &t->fd, &vs);
     t->rel = dir->area == AREA_DATA ? strdup(t->path) : join(dir->rel, d->name);
     return t->rel ? 0 : SDB_ENOMEM;
 }
@@ -312,6 +331,7 @@ static int child_tmpl(const struct fs_node *dir, const struct fs_dent *d,
 static int child_node(const struct fs_node *dir, const struct fs_dent *d,
                       struct fs_node **out)
 {
+    struct fs_class *k = fs_node_class(dir);
     struct fs_node t;
     int rc;
 
@@ -321,8 +341,12 @@ static int child_node(const struct fs_node *dir, const struct fs_dent *d,
     t.vs = d->vs;
     if (!(t.path = join(dir->path, d->name)))
         return SDB_ENOMEM;
-    rc = child_tmpl(dir, d, &t);
+    rc = child_tmpl(dir, k, d, &t);
+    fs_node_lock();
+    if (rc == 0 && dir->cls != k)
+        rc = SDB_EIO; /* dir moved on to a new cut meanwhile */
     if (rc < 0) {
+        fs_node_unlock();
         free(t.path);
         free(t.rel);
         free(t.text);
@@ -330,9 +354,8 @@ static int child_node(const struct fs_node *dir, const struct fs_dent *d,
             close(t.fd);
         return rc;
     }
-    fs_node_lock();
     *out = fs_node_ref(&t);
-    fs_class_touch(dir->cls);
+    fs_class_touch(k);
     fs_node_unlock();
     return *out ? 0 : SDB_ENOMEM;
 }
@@ -363,6 +386,8 @@ static int area_node(struct fs_ctx *fx, pid_t pid, enum fs_area a,
     if (rc == 0 && !t.cls)
         rc = SDB_ENOMEM;
     *out = rc == 0 ? fs_node_ref(&t) : NULL;
+    if (*out && a == AREA_DATA)
+        fs_class_set_main(t.cls);
     fs_node_unlock();
     if (rc < 0) {
         free(t.path);
@@ -445,9 +470,12 @@ static int dir_child(fuse_req_t req, struct fs_node *dir, const char *name,
 static void fill_entry(const struct fs_node *n, double ttl,
                        struct fuse_entry_param *e)
 {
+    sdb_view_stat vs;
+
+    fs_node_stat(n, &vs);
     memset(e, 0, sizeof(*e));
     e->ino = fs_node_ino(n);
-    to_stat(&n->vs, &e->attr);
+    to_stat(&vs, &e->attr);
     e->attr_timeout = TTL_LONG;
     e->entry_timeout = ttl;
 }
@@ -494,12 +522,11 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino,
     sdb_view_stat vs;
 
     (void)fi;
-    if (n->area == AREA_ROOT) {
+    if (n->area == AREA_ROOT)
         virt_stat(ctx(req), INO_ROOT, true, 0, &vs);
-        to_stat(&vs, &st);
-    } else {
-        to_stat(&n->vs, &st);
-    }
+    else
+        fs_node_stat(n, &vs);
+    to_stat(&vs, &st);
     fuse_reply_attr(req, &st, TTL_LONG);
 }
 
@@ -615,10 +642,15 @@ static size_t add_dent(fuse_req_t req, struct fs_node *dir,
                                      : child_node(dir, &l->v[i - 2], &n);
     if (*rc < 0)
         return 0;
-    if (n)
+    if (n) {
         fill_entry(n, ttl, &e);
-    else
-        to_stat(i >= 2 ? &l->v[i - 2].vs : &dir->vs, &e.attr);
+    } else if (i >= 2) {
+        to_stat(&l->v[i - 2].vs, &e.attr);
+    } else {
+        sdb_view_stat vs;
+        fs_node_stat(dir, &vs);
+        to_stat(&vs, &e.attr);
+    }
     need = plus
                ? fuse_add_direntry_plus(req, buf, room, name, &e, (off_t)i + 1)
                : fuse_add_direntry(req, buf, room, name, &e.attr, (off_t)i + 1);
