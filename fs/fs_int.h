@@ -4,15 +4,19 @@
  * src/view.c and includes only stemedb.h and the libfuse headers.
  *
  * Caching model (why the kernel may cache everything below data/ and
- * concepts/): every inode the daemon hands out is immutable.  A file
- * inode is one version of one path (its size, mtime and bytes never
- * change); a directory inode belongs to one "class" of cuts and lists, for
- * as long as it lives, what that class showed the first time.  The only
- * answers that depend on who asks are the root's entries "data" and
- * "concepts" (entry timeout 0): each lookup of them picks the class of the
- * asking process's cut (fs_epoch.c).  Files are opened and directories
- * listed without a request (zero-message open/opendir), so a warm rsync
- * of an unchanged store costs a handful of requests.
+ * concepts/): nothing the daemon hands out changes behind the kernel's
+ * back.  A file inode is one version of one path (its size, mtime and
+ * bytes never change); a directory inode belongs to one "class" of cuts
+ * at a time and lists what that class showed.  The only answers that
+ * depend on who asks are the root's entries "data" and "concepts" (entry
+ * timeout 0): each lookup of them picks the class of the asking process's
+ * cut (fs_epoch.c).  When a process's first cut finds no other live
+ * process on the class whose data/ tree the kernel holds, that tree is
+ * moved on to the new cut in place and the kernel told what changed
+ * (fs_advance, fs_node.h); otherwise the new class gets a tree of its
+ * own.  Files are opened and directories listed without a request
+ * (zero-message open/opendir), so a warm rsync of an unchanged store
+ * costs a handful of requests, and one after a few writes little more.
  */
 #ifndef SDB_FS_INT_H
 #define SDB_FS_INT_H

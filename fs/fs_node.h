@@ -1,13 +1,17 @@
 /*
- * fs_node.h - the inodes of stemedb-fuse (fs_node.c): immutable nodes
- * handed to the kernel, the classes of cuts that directories belong to,
- * and lookup counts (fs_int.h explains the caching model).
+ * fs_node.h - the inodes of stemedb-fuse (fs_node.c): the nodes handed to
+ * the kernel, the classes of cuts that directories belong to, lookup
+ * counts, and moving the data/ tree on to a new cut (fs_int.h explains
+ * the caching model).
  *
  * Lock: tree_lock (fs_node.c) protects the node table, every nlookup, the
- * class list and class refs, and the one-time install of a listing.  It
- * is taken after nothing else and the view's own mutex may be taken under
- * it.  Everything else in a node is written before the node is published
- * and never changes, so handlers read it without the lock.
+ * class list and class refs, the install of a listing, and the class,
+ * attributes and listing of a directory below data/, which fs_advance may
+ * change (read them with fs_node_class and fs_node_stat; a listing or a
+ * class it replaces stays readable for GRACE_S seconds).  It is taken
+ * after nothing else and the view's own mutex may be taken under it.
+ * Everything else in a node is written before the node is published and
+ * never changes, so handlers read it without the lock.
  */
 #ifndef SDB_FS_NODE_H
 #define SDB_FS_NODE_H
@@ -48,15 +52,17 @@ struct fs_node {
     struct fs_node *hnext; /* protected by tree_lock */
     uint64_t nlookup;      /* protected by tree_lock */
     enum fs_area area;
-    struct fs_class *cls; /* directories below data/ and concepts/ */
+    struct fs_class *cls; /* directories below data/ and concepts/;
+                             data/: may change (tree_lock) */
     char *path;           /* data/: relative to the data dir ("" for data/
                              itself); concepts/: the shown path */
     char *rel;            /* files read by path: relative to the data dir */
-    sdb_view_stat vs;     /* what the node shows, for ever */
+    sdb_view_stat vs;     /* what the node shows (a directory below
+                             data/: until fs_advance, under tree_lock) */
     char *text;           /* virtual file bytes, or NULL */
     size_t len;
     int fd;               /* held version (WAL, metadata.json, index.snap) */
-    struct fs_list *list; /* directories: set once, under tree_lock */
+    struct fs_list *list; /* directories: under tree_lock */
 };
 
 /* The node behind a FUSE inode number (the root has its own). */

@@ -344,7 +344,7 @@ static int child_node(const struct fs_node *dir, const struct fs_dent *d,
     rc = child_tmpl(dir, k, d, &t);
     fs_node_lock();
     if (rc == 0 && dir->cls != k)
-        rc = SDB_EIO; /* dir moved on to a new cut meanwhile */
+        rc = -EAGAIN; /* dir moved on to a new cut meanwhile */
     if (rc < 0) {
         fs_node_unlock();
         free(t.path);
@@ -454,15 +454,19 @@ static int dir_child(fuse_req_t req, struct fs_node *dir, const char *name,
 {
     const struct fs_list *l;
     struct fs_dent key = {.name = (char *)name}, *d;
-    int rc;
+    int rc = -EAGAIN;
 
     if (!dir->vs.is_dir)
         return -ENOTDIR;
-    rc = list_get(ctx(req), dir, &l);
-    if (rc < 0)
-        return rc;
-    d = l->n ? bsearch(&key, l->v, l->n, sizeof(*l->v), cmp_dent) : NULL;
-    return d ? child_node(dir, d, out) : SDB_ENOTFOUND;
+    /* again with the new listing if dir moved on to a new cut meanwhile */
+    for (int tries = 0; rc == -EAGAIN && tries < 8; tries++) {
+        rc = list_get(ctx(req), dir, &l);
+        if (rc < 0)
+            return rc;
+        d = l->n ? bsearch(&key, l->v, l->n, sizeof(*l->v), cmp_dent) : NULL;
+        rc = d ? child_node(dir, d, out) : SDB_ENOTFOUND;
+    }
+    return rc == -EAGAIN ? SDB_EIO : rc;
 }
 
 /* ---- handlers ---- */
@@ -640,6 +644,8 @@ static size_t add_dent(fuse_req_t req, struct fs_node *dir,
     if (i >= 2 && plus)
         *rc = dir->area == AREA_ROOT ? root_child(req, name, &n, &ttl)
                                      : child_node(dir, &l->v[i - 2], &n);
+    if (*rc == -EAGAIN) /* dir moved on to a new cut: a name only */
+        *rc = 0;
     if (*rc < 0)
         return 0;
     if (n) {
