@@ -154,12 +154,13 @@ int fs_epoch_get(struct fs_ctx *fx, pid_t tid, sdb_view_cut **out)
         if (rc == 0)
             fs_class_check(e->cut);
         if (rc == 0 && !fs_class_is_main(e->cut) && !main_in_use(e, now)) {
+            double t0 = now_s();
             int n = fs_advance_cut(fx, e->cut);
             if (fx->debug)
                 fprintf(stderr,
                         "stemedb-fuse: data/ tree moved on to the "
-                        "new cut: %d notices\n",
-                        n);
+                        "new cut: %d notices, %.1f ms\n",
+                        n, (now_s() - t0) * 1e3);
         }
         e->tgid = tgid;
         if (rc == 0 && fx->debug)

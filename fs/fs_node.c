@@ -444,12 +444,18 @@ static bool list_diff(const struct fs_node *dir, const struct fs_list *o,
     return names;
 }
 
+static int cmp_path(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
 int fs_advance(sdb_view_cut *c, fs_list_build_fn build, void *arg)
 {
     struct plan *pl = NULL;
     struct notices ns = {0};
     struct fs_class *m, *k;
-    size_t n = 0, cap = 0;
+    char **same = NULL;
+    size_t n = 0, cap = 0, n_same = 0;
     int rc = 0;
 
     pthread_mutex_lock(&tree_lock);
@@ -458,12 +464,19 @@ int fs_advance(sdb_view_cut *c, fs_list_build_fn build, void *arg)
         pthread_mutex_unlock(&tree_lock);
         return 0;
     }
-    k = fs_class_get(c);
-    if (!k || k == m || k->refs > 0) { /* k has a tree of its own */
-        pthread_mutex_unlock(&tree_lock);
-        return 0;
-    }
     m->refs++; /* kept until the end */
+    pthread_mutex_unlock(&tree_lock);
+    /* the directories nothing changed in: their listings stay (and the
+     * new cut shows them as m's did), which is most of the work saved */
+    if (sdb_view_cut_carry(m->cut, c, &same, &n_same) < 0)
+        n_same = 0;
+    pthread_mutex_lock(&tree_lock);
+    k = fs_class_get(c);
+    if (main_cls != m || m->retired || !k || k == m || k->refs > 0) {
+        /* moved on meanwhile, or k has a tree of its own */
+        rc = 0;
+        goto abandon;
+    }
     for (size_t i = 0; i < HASH_SLOTS; i++)
         for (struct fs_node *nd = table[i]; nd; nd = nd->hnext) {
             if (nd->cls != m || nd->area != AREA_DATA)
@@ -485,6 +498,11 @@ int fs_advance(sdb_view_cut *c, fs_list_build_fn build, void *arg)
         struct plan *p = &pl[i];
         struct fs_node t;
 
+        if (n_same &&
+            bsearch(&p->n->path, same, n_same, sizeof(*same), cmp_path)) {
+            p->vs = p->n->vs; /* its own stat is part of "the same" */
+            continue;
+        }
         if (sdb_view_stat_path(c, p->n->path, &p->vs) < 0 || !p->vs.is_dir) {
             p->gone = true; /* its parent's listing drops it */
             continue;
@@ -545,6 +563,9 @@ int fs_advance(sdb_view_cut *c, fs_list_build_fn build, void *arg)
     }
     free(ns.v);
     free(pl);
+    for (size_t i = 0; i < n_same; i++)
+        free(same[i]);
+    free(same);
     return (int)ns.n;
 abandon:
     for (size_t i = 0; i < n; i++)
@@ -555,6 +576,9 @@ abandon:
         free(ns.v[i].name);
     free(ns.v);
     free(pl);
+    for (size_t i = 0; i < n_same; i++)
+        free(same[i]);
+    free(same);
     return rc;
 }
 

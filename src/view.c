@@ -86,7 +86,11 @@ struct seg_part {
 /* The scan of one concept directory, valid while its files keep `sig`. */
 struct dir_scan {
     char *dir;              /* escaped, relative to db/; owned */
-    uint64_t sig;           /* hash of the segment files' sizes and inodes */
+    uint64_t sig;           /* hash of the directory's own inode, mtime and
+                               link count and of the segment files' sizes
+                               and inodes */
+    uint32_t nsub;          /* subdirectories; NSUB_UNKNOWN if the file
+                               system does not count them in st_nlink */
     uint32_t nseg;          /* segments with a valid idx header */
     uint32_t nfile;         /* segments whose idx file exists */
     struct seg_part *parts; /* [segno - 1], nfile of them */
@@ -160,7 +164,8 @@ struct dir_pin {
     uint32_t *k;  /* [segno - 1]: records shown, PIN_HIDDEN if none; owned */
     uint64_t sig; /* the scan's signature (sizes, inodes) at the pin */
 };
-#define PIN_HIDDEN UINT32_MAX
+#define PIN_HIDDEN   UINT32_MAX
+#define NSUB_UNKNOWN UINT32_MAX
 
 struct sdb_view_cut {
     struct sdb_view *v;
@@ -354,11 +359,27 @@ static uint64_t store_id_locked(struct sdb_view *v)
 
 /* ---- concept directory scans ---- */
 
-/* Stat @seg-N.idx/.msgpack for N = 1.. until an idx is missing. */
+/*
+ * Stat the directory, then @seg-N.idx/.msgpack for N = 1.. until an idx
+ * is missing.  The directory's mtime and link count are part of the
+ * signature, so a file or subdirectory created in it changes it too.
+ */
 static int dir_files(struct sdb_view *v, const char *dir, struct dir_scan *s)
 {
     char path[4200], dname[32], iname[32];
+    struct stat dirst;
 
+    snprintf(path, sizeof(path), "%s/%s", v->db_dir, dir);
+    if (stat(path, &dirst) < 0)
+        return errno == ENOENT || errno == ENOTDIR ? 0 : -errno;
+    /* ext4 and XFS count subdirectories in st_nlink; btrfs shows 1 */
+    s->nsub = dirst.st_nlink >= 2 && dirst.st_nlink - 2 < NSUB_UNKNOWN
+                  ? (uint32_t)(dirst.st_nlink - 2)
+                  : NSUB_UNKNOWN;
+    s->sig = mix(mix(mix(mix(s->sig, (uint64_t)dirst.st_ino),
+                         (uint64_t)dirst.st_mtim.tv_sec),
+                     (uint64_t)dirst.st_mtim.tv_nsec),
+                 (uint64_t)dirst.st_nlink);
     for (uint32_t n = 1;; n++) {
         struct stat ist, dst;
         void *p, *q;
@@ -1109,6 +1130,187 @@ bool sdb_view_cut_unchanged(sdb_view_cut *c)
     }
     pthread_mutex_unlock(&v->lock);
     return same;
+}
+
+/* ---- carrying unchanged directories into a later cut ---- */
+
+/* Does pin p show every record that scan s holds, so that a later cut,
+ * whatever its L, would show the same while the files keep s->sig? */
+static bool pin_whole(const struct dir_pin *p, const struct dir_scan *s)
+{
+    if (p->sig != s->sig || p->n != s->nseg)
+        return false;
+    for (uint32_t i = 0; i < p->n; i++)
+        if (p->k[i] != (s->data_st[i].st_ino == 0 ? PIN_HIDDEN : s->parts[i].n))
+            return false;
+    return true;
+}
+
+/* The slot of dir[0, len) in c's pin table, or SIZE_MAX.  Under v->lock. */
+static size_t pin_slot(const struct sdb_view_cut *c, const char *dir,
+                       size_t len)
+{
+    if (!c->cap_pins)
+        return SIZE_MAX;
+    for (size_t j = sdb_hash64(dir, len, 0) & (c->cap_pins - 1); c->pins[j].dir;
+         j = (j + 1) & (c->cap_pins - 1))
+        if (strncmp(c->pins[j].dir, dir, len) == 0 && !c->pins[j].dir[len])
+            return j;
+    return SIZE_MAX;
+}
+
+/* Give c a copy of pin p, unless c has one of its own: then both must
+ * agree.  Under v->lock. */
+static int pin_adopt(struct sdb_view_cut *c, const struct dir_pin *p)
+{
+    size_t j = pin_slot(c, p->dir, strlen(p->dir));
+    struct dir_pin *q;
+    int rc;
+
+    if (j != SIZE_MAX) {
+        q = &c->pins[j];
+        return q->sig == p->sig && q->n == p->n &&
+                       (!p->n || !memcmp(q->k, p->k, p->n * sizeof(*p->k)))
+                   ? 0
+                   : SDB_EINVAL;
+    }
+    if (2 * (c->n_pins + 1) > c->cap_pins && (rc = pins_grow(c)) < 0)
+        return rc;
+    for (j = str_hash(p->dir) & (c->cap_pins - 1); c->pins[j].dir;
+         j = (j + 1) & (c->cap_pins - 1))
+        ;
+    q = &c->pins[j];
+    q->sig = p->sig;
+    q->n = p->n;
+    q->k = p->n ? malloc(p->n * sizeof(*p->k)) : NULL;
+    q->dir = strdup(p->dir);
+    if ((p->n && !q->k) || !q->dir) {
+        free(q->k);
+        free(q->dir);
+        memset(q, 0, sizeof(*q));
+        return SDB_ENOMEM;
+    }
+    if (p->n)
+        memcpy(q->k, p->k, p->n * sizeof(*p->k));
+    c->n_pins++;
+    return 0;
+}
+
+static size_t depth(const char *dir)
+{
+    size_t d = 0;
+
+    for (; *dir; dir++)
+        d += *dir == '/';
+    return d;
+}
+
+static int cmp_depth(const void *a, const void *b, void *cut)
+{
+    const struct sdb_view_cut *c = cut;
+    size_t dx = depth(c->pins[*(const size_t *)a].dir);
+    size_t dy = depth(c->pins[*(const size_t *)b].dir);
+
+    return dx != dy ? (dx < dy ? 1 : -1) : 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * Why carrying is consistent.  old's pin of a directory D holds records
+ * <= L_old only; pin_whole says it held every record D's files had at the
+ * pin, and an unchanged signature now (after c's capture) says the files
+ * have had the same sizes and inodes since.  Any record of D <= C (c's
+ * checkpoint) was on disk before c's capture, so it is in the pin; any
+ * record of D in (C, L] that the pin lacks is in c's WAL copy; and with
+ * L_old <= L nothing in it is newer than c.  The directory's mtime and
+ * link count in the signature, and the rule that every subdirectory be
+ * carried too, make the names below D the same as well.
+ */
+int sdb_view_cut_carry(sdb_view_cut *old, sdb_view_cut *c, char ***out,
+                       size_t *n_out)
+{
+    struct sdb_view *v = c->v;
+    size_t *order = NULL, n = 0, n_dirs = 0;
+    uint32_t *kids = NULL;
+    unsigned char *state = NULL; /* 1: whole and unchanged; 2: a bad kid */
+    char **dirs = NULL;
+    int rc = 0;
+
+    *out = NULL;
+    *n_out = 0;
+    if (old == c || old->v != v || old->live || c->live ||
+        old->lsn_max > c->lsn_max || old->store_id != c->store_id)
+        return 0;
+    pthread_mutex_lock(&v->lock);
+    if (!old->n_pins)
+        goto unlock;
+    order = malloc(old->n_pins * sizeof(*order));
+    kids = calloc(old->cap_pins, sizeof(*kids));
+    state = calloc(old->cap_pins, 1);
+    dirs = malloc(old->n_pins * sizeof(*dirs));
+    if (!order || !kids || !state || !dirs) {
+        rc = SDB_ENOMEM;
+        goto unlock;
+    }
+    for (size_t j = 0; j < old->cap_pins; j++) {
+        struct dir_scan *s;
+        const struct dir_pin *p = &old->pins[j];
+
+        if (!p->dir)
+            continue;
+        order[n++] = j;
+        if (strcmp(p->dir, "indexes") == 0 || get_scan(v, p->dir, &s) < 0)
+            continue;
+        if (pin_whole(p, s) && s->nsub != NSUB_UNKNOWN) {
+            state[j] = 1;
+            kids[j] = s->nsub; /* counted down by the carried ones */
+        }
+    }
+    /* the deepest first, so a directory's kids are decided before it */
+    qsort_r(order, n, sizeof(*order), cmp_depth, old);
+    for (size_t i = 0; i < n; i++) {
+        size_t j = order[i], pj;
+        const char *dir = old->pins[j].dir, *slash = strrchr(dir, '/');
+        bool ok = state[j] == 1 && kids[j] == 0;
+
+        if (ok && pin_adopt(c, &old->pins[j]) < 0)
+            ok = false;
+        if (ok && !(dirs[n_dirs] = malloc(strlen(dir) + 4)))
+            ok = false;
+        if (ok)
+            sprintf(dirs[n_dirs++], "db/%s", dir);
+        if (!slash ||
+            (pj = pin_slot(old, dir, (size_t)(slash - dir))) == SIZE_MAX)
+            continue;
+        if (ok && kids[pj] > 0)
+            kids[pj]--;
+        else
+            state[pj] |= 2;
+    }
+unlock:
+    pthread_mutex_unlock(&v->lock);
+    free(order);
+    free(kids);
+    free(state);
+    if (rc < 0) {
+        for (size_t i = 0; i < n_dirs; i++)
+            free(dirs[i]);
+        free(dirs);
+        return rc;
+    }
+    if (n_dirs) {
+        qsort(dirs, n_dirs, sizeof(*dirs), cmp_str);
+    } else {
+        free(dirs);
+        dirs = NULL;
+    }
+    *out = dirs;
+    *n_out = n_dirs;
+    return 0;
 }
 
 /* ---- paths inside a cut ---- */

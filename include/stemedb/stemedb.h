@@ -439,6 +439,19 @@ SDB_API uint64_t sdb_view_cut_class(const sdb_view_cut *c);
  * show what c shows.  Costs a few stats per directory looked at.
  */
 SDB_API bool sdb_view_cut_unchanged(sdb_view_cut *c);
+/*
+ * Carry into cut c, taken after cut old, every directory below db/ that
+ * nothing has changed in since old looked at it: old pinned it and showed
+ * every record its files held, the files and the directory still have the
+ * sizes, inodes, mtime and link count they had then, and each of its
+ * subdirectories is carried too.  c then shows each of them, and all
+ * below it, exactly as old did (a copy of c stays consistent: see
+ * view.c), so stemedb-fuse can keep their cached listings.  *out is a
+ * sorted array of "db/<escaped dir>" paths, *n_out of them; the caller
+ * frees each and the array.  Costs a few stats per directory old pinned.
+ */
+SDB_API int sdb_view_cut_carry(sdb_view_cut *old, sdb_view_cut *c, char ***out,
+                               size_t *n_out);
 
 /*
  * Stat rel, a path relative to the data directory ("" is its root;

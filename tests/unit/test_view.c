@@ -307,6 +307,108 @@ static void test_view_cut_unchanged_sees_segments_changed_by_hand(void **state)
     sdb_view_close(v);
 }
 
+static int count_cb(void *arg, const char *name, const sdb_view_stat *st)
+{
+    (void)name;
+    (void)st;
+    (*(int *)arg)++;
+    return 0;
+}
+
+/* List rel in c (which pins a concept directory). */
+static void look(sdb_view_cut *c, const char *rel)
+{
+    int n = 0;
+
+    assert_int_equal(sdb_view_list(c, rel, count_cb, &n), 0);
+}
+
+/* Carry old into c; the carried paths joined by spaces. */
+static char *carry(sdb_view_cut *old, sdb_view_cut *c)
+{
+    char **dirs, *out = strdup("");
+    size_t n;
+
+    assert_int_equal(sdb_view_cut_carry(old, c, &dirs, &n), 0);
+    for (size_t i = 0; i < n; i++) {
+        char *t = tu_printf("%s%s%s", out, i ? " " : "", dirs[i]);
+        free(out);
+        free(dirs[i]);
+        out = t;
+    }
+    free(dirs);
+    return out;
+}
+
+static void look_all(sdb_view_cut *c)
+{
+    const char *dirs[] = {"db/m", "db/m/a", "db/m/b", "db/m/c", "db/m/c/d"};
+
+    for (size_t i = 0; i < sizeof(dirs) / sizeof(*dirs); i++)
+        look(c, dirs[i]);
+}
+
+static void test_view_carry_keeps_only_unchanged_subtrees(void **state)
+{
+    struct fx *f = *state;
+    sdb_view *v;
+    sdb_view_cut *c1, *c2, *c3, *c4, *c5, *c6;
+    char *got;
+
+    free(put(f->db, "m/a", "p", 1));
+    free(put(f->db, "m/b", "p", 1));
+    free(put(f->db, "m/c/d", "p", 1));
+    assert_int_equal(sdb_view_open(f->dir, &v), 0);
+    assert_int_equal(sdb_view_cut_new(v, false, &c1), 0);
+    look_all(c1);
+    /* nothing changed: everything c1 looked at is carried */
+    assert_int_equal(sdb_view_cut_new(v, false, &c2), 0);
+    got = carry(c1, c2);
+    assert_string_equal(got, "db/m db/m/a db/m/b db/m/c db/m/c/d");
+    free(got);
+    /* a record for m/a: m/a and its parent m go, the rest stays */
+    free(put(f->db, "m/a", "p", 2));
+    assert_int_equal(sdb_view_cut_new(v, false, &c3), 0);
+    got = carry(c2, c3);
+    assert_string_equal(got, "db/m/b db/m/c db/m/c/d");
+    free(got);
+    /* what was carried shows as before; m/a shows its new record */
+    assert_int_equal(stat_size(c3, "db/m/b/@seg-000001.msgpack"),
+                     stat_size(c1, "db/m/b/@seg-000001.msgpack"));
+    assert_true(stat_size(c3, "db/m/a/@seg-000001.msgpack") >
+                stat_size(c1, "db/m/a/@seg-000001.msgpack"));
+    look_all(c3);
+    /* a new concept below m/c: m/c's names changed, m/c/d did not */
+    free(put(f->db, "m/c/e", "p", 1));
+    assert_int_equal(sdb_view_cut_new(v, false, &c4), 0);
+    got = carry(c3, c4);
+    assert_string_equal(got, "db/m/a db/m/b db/m/c/d");
+    free(got);
+    /* a record landing after c5 was taken, before c5's first look at m/b:
+     * c5 shows m/b without it, so m/b is not carried even though its files
+     * have not changed since that look */
+    assert_int_equal(sdb_view_cut_new(v, false, &c5), 0);
+    free(put(f->db, "m/b", "p", 2));
+    look_all(c5);
+    look(c5, "db/m/c/e");
+    assert_int_equal(sdb_view_cut_new(v, false, &c6), 0);
+    got = carry(c5, c6);
+    assert_null(strstr(got, "db/m/b"));
+    assert_non_null(strstr(got, "db/m/c/d"));
+    free(got);
+    /* a later cut is never carried into an earlier one */
+    got = carry(c6, c4);
+    assert_string_equal(got, "");
+    free(got);
+    sdb_view_cut_unref(c1);
+    sdb_view_cut_unref(c2);
+    sdb_view_cut_unref(c3);
+    sdb_view_cut_unref(c4);
+    sdb_view_cut_unref(c5);
+    sdb_view_cut_unref(c6);
+    sdb_view_close(v);
+}
+
 static void test_view_cut_keeps_recycled_wal_readable(void **state)
 {
     struct fx *f = *state;
@@ -413,6 +515,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_view_cut_unchanged_sees_segments_changed_by_hand, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(
+            test_view_carry_keeps_only_unchanged_subtrees, setup, teardown),
         cmocka_unit_test_setup_teardown(test_view_concept_json_skips_retracted,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_view_health_reports_the_lock,
