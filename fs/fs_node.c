@@ -453,14 +453,17 @@ int fs_advance(sdb_view_cut *c, fs_list_build_fn build, void *arg)
 {
     struct plan *pl = NULL;
     struct notices ns = {0};
+    struct fuse_session *se;
     struct fs_class *m, *k;
     char **same = NULL;
     size_t n = 0, cap = 0, n_same = 0;
+    bool moved = false;
     int rc = 0;
 
     pthread_mutex_lock(&tree_lock);
     m = main_cls;
-    if (!session || !m || m->retired) {
+    se = session; /* the session outlives the loop that calls us */
+    if (!se || !m || m->retired) {
         pthread_mutex_unlock(&tree_lock);
         return 0;
     }
@@ -518,6 +521,15 @@ int fs_advance(sdb_view_cut *c, fs_list_build_fn build, void *arg)
             goto abandon;
         p->names = list_diff(p->n, p->n->list, p->list, &ns);
     }
+    /* room for every notice the move may add: none may be lost after it */
+    if (!ns.oom && ns.cap < ns.n + n) {
+        void *v = realloc(ns.v, (ns.n + n) * sizeof(*ns.v));
+        if (v) {
+            ns.v = v;
+            ns.cap = ns.n + n;
+        }
+        ns.oom = !v;
+    }
     if (ns.oom) {
         rc = SDB_ENOMEM;
         goto abandon;
@@ -550,15 +562,19 @@ int fs_advance(sdb_view_cut *c, fs_list_build_fn build, void *arg)
             notice(&ns, fs_node_ino(p->n), NULL);
     }
     main_cls = k;
+    moved = true;
+abandon:
+    for (size_t i = 0; i < n; i++)
+        fs_list_free(pl[i].list); /* the lists not installed */
     class_put(m);
     pthread_mutex_unlock(&tree_lock);
     /* no lock held: the kernel may need a handler to finish first */
     for (size_t i = 0; i < ns.n; i++) {
-        if (ns.v[i].name)
-            fuse_lowlevel_notify_inval_entry(session, ns.v[i].ino, ns.v[i].name,
+        if (moved && ns.v[i].name)
+            fuse_lowlevel_notify_inval_entry(se, ns.v[i].ino, ns.v[i].name,
                                              strlen(ns.v[i].name));
-        else
-            fuse_lowlevel_notify_inval_inode(session, ns.v[i].ino, 0, 0);
+        else if (moved)
+            fuse_lowlevel_notify_inval_inode(se, ns.v[i].ino, 0, 0);
         free(ns.v[i].name);
     }
     free(ns.v);
@@ -566,20 +582,7 @@ int fs_advance(sdb_view_cut *c, fs_list_build_fn build, void *arg)
     for (size_t i = 0; i < n_same; i++)
         free(same[i]);
     free(same);
-    return (int)ns.n;
-abandon:
-    for (size_t i = 0; i < n; i++)
-        fs_list_free(pl[i].list);
-    class_put(m);
-    pthread_mutex_unlock(&tree_lock);
-    for (size_t i = 0; i < ns.n; i++)
-        free(ns.v[i].name);
-    free(ns.v);
-    free(pl);
-    for (size_t i = 0; i < n_same; i++)
-        free(same[i]);
-    free(same);
-    return rc;
+    return moved ? (int)ns.n : rc;
 }
 
 bool fs_class_is_main(sdb_view_cut *c)
