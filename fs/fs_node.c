@@ -296,16 +296,6 @@ const struct fs_list *fs_node_set_list(struct fs_node *node,
     return in;
 }
 
-struct fs_class *fs_node_class(const struct fs_node *node)
-{
-    struct fs_class *k;
-
-    pthread_mutex_lock(&tree_lock);
-    k = node->cls;
-    pthread_mutex_unlock(&tree_lock);
-    return k;
-}
-
 void fs_node_stat(const struct fs_node *node, sdb_view_stat *out)
 {
     pthread_mutex_lock(&tree_lock);

@@ -7,9 +7,9 @@
  * Lock: tree_lock (fs_node.c) protects the node table, every nlookup, the
  * class list and class refs, the install of a listing, and the class,
  * attributes and listing of a directory below data/, which fs_advance may
- * change (read them with fs_node_class and fs_node_stat; a listing or a
- * class it replaces stays readable for GRACE_S seconds).  It is taken
- * after nothing else and the view's own mutex may be taken under it.
+ * change (read a class with its listing, attributes with fs_node_stat; a
+ * listing or a class it replaces stays readable for GRACE_S seconds).  It is
+ * taken after nothing else and the view's own mutex may be taken under it.
  * Everything else in a node is written before the node is published and
  * never changes, so handlers read it without the lock.
  */
@@ -101,9 +101,8 @@ const struct fs_list *fs_node_set_list(struct fs_node *node,
                                        struct fs_list *list);
 void fs_list_free(struct fs_list *l);
 
-/* A node's class and attributes as they are now: fs_advance may change
- * both for a directory below data/. */
-struct fs_class *fs_node_class(const struct fs_node *node);
+/* A node's attributes as they are now: fs_advance may change them for a
+ * directory below data/. */
 void fs_node_stat(const struct fs_node *node, sdb_view_stat *out);
 
 /* Record that the kernel was just handed k's data/ node.  Under

@@ -243,25 +243,25 @@ static int list_build(struct fs_ctx *fx, const struct fs_node *dir,
 }
 
 /* The listing of dir, built at the first use and kept with the node (a
- * listing fs_advance replaces stays readable for a while). */
+ * listing fs_advance replaces stays readable for a while), and *k, the
+ * class it belongs to. */
 static int list_get(struct fs_ctx *fx, struct fs_node *dir,
-                    const struct fs_list **out)
+                    const struct fs_list **out, struct fs_class **k)
 {
     for (int tries = 0; tries < 8; tries++) {
-        struct fs_class *k;
         struct fs_list *l;
         int rc;
 
         fs_node_lock();
         *out = dir->list;
-        k = dir->cls;
+        *k = dir->cls;
         fs_node_unlock();
         if (*out)
             return 0;
-        rc = list_build(fx, dir, k, &l);
+        rc = list_build(fx, dir, *k, &l);
         if (rc < 0)
             return rc;
-        if ((*out = fs_node_set_list(dir, k, l)) != NULL)
+        if ((*out = fs_node_set_list(dir, *k, l)) != NULL)
             return 0;
     }
     return SDB_EIO; /* moved on to a new cut eight times meanwhile */
@@ -327,11 +327,11 @@ static int child_tmpl(const struct fs_node *dir, struct fs_class *k,
     return t->rel ? 0 : SDB_ENOMEM;
 }
 
-/* The node of entry d below dir, with one more lookup. */
-static int child_node(const struct fs_node *dir, const struct fs_dent *d,
-                      struct fs_node **out)
+/* The node of entry d of dir's listing of class k, with one more lookup;
+ * -EAGAIN if dir has moved on to another class since. */
+static int child_node(const struct fs_node *dir, struct fs_class *k,
+                      const struct fs_dent *d, struct fs_node **out)
 {
-    struct fs_class *k = fs_node_class(dir);
     struct fs_node t;
     int rc;
 
@@ -454,17 +454,18 @@ static int dir_child(fuse_req_t req, struct fs_node *dir, const char *name,
 {
     const struct fs_list *l;
     struct fs_dent key = {.name = (char *)name}, *d;
+    struct fs_class *k;
     int rc = -EAGAIN;
 
     if (!dir->vs.is_dir)
         return -ENOTDIR;
     /* again with the new listing if dir moved on to a new cut meanwhile */
     for (int tries = 0; rc == -EAGAIN && tries < 8; tries++) {
-        rc = list_get(ctx(req), dir, &l);
+        rc = list_get(ctx(req), dir, &l, &k);
         if (rc < 0)
             return rc;
         d = l->n ? bsearch(&key, l->v, l->n, sizeof(*l->v), cmp_dent) : NULL;
-        rc = d ? child_node(dir, d, out) : SDB_ENOTFOUND;
+        rc = d ? child_node(dir, k, d, out) : SDB_ENOTFOUND;
     }
     return rc == -EAGAIN ? SDB_EIO : rc;
 }
@@ -631,8 +632,8 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 /* One directory entry at index i (0 ".", 1 "..", then the listing) into
  * buf; the size it needs (more than room: nothing was added). */
 static size_t add_dent(fuse_req_t req, struct fs_node *dir,
-                       const struct fs_list *l, size_t i, bool plus, char *buf,
-                       size_t room, int *rc)
+                       const struct fs_list *l, struct fs_class *k, size_t i,
+                       bool plus, char *buf, size_t room, int *rc)
 {
     const char *name = i == 0 ? "." : i == 1 ? ".." : l->v[i - 2].name;
     struct fs_node *n = NULL;
@@ -643,7 +644,7 @@ static size_t add_dent(fuse_req_t req, struct fs_node *dir,
     memset(&e, 0, sizeof(e));
     if (i >= 2 && plus)
         *rc = dir->area == AREA_ROOT ? root_child(req, name, &n, &ttl)
-                                     : child_node(dir, &l->v[i - 2], &n);
+                                     : child_node(dir, k, &l->v[i - 2], &n);
     if (*rc == -EAGAIN) /* dir moved on to a new cut: a name only */
         *rc = 0;
     if (*rc < 0)
@@ -683,6 +684,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
     struct fs_node *dir = fs_node_of(ino);
     const struct fs_list *l = NULL;
+    struct fs_class *k = NULL;
     size_t pos = 0;
     char *buf = NULL;
     int rc = dir->vs.is_dir ? 0 : -ENOTDIR;
@@ -690,7 +692,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     if (rc == 0 && dir->area == AREA_ROOT)
         l = root_list();
     else if (rc == 0)
-        rc = list_get(ctx(req), dir, &l);
+        rc = list_get(ctx(req), dir, &l, &k);
     if (rc == 0 && !(buf = malloc(size ? size : 1)))
         rc = SDB_ENOMEM;
     if (rc < 0 || !l) {
@@ -700,7 +702,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     }
     for (size_t i = off < 0 ? 0 : (size_t)off; i < l->n + 2; i++) {
         size_t need =
-            add_dent(req, dir, l, i, plus, buf + pos, size - pos, &rc);
+            add_dent(req, dir, l, k, i, plus, buf + pos, size - pos, &rc);
         if (rc < 0 || need > size - pos)
             break;
         pos += need;
