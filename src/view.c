@@ -163,6 +163,7 @@ struct dir_pin {
     uint32_t n;   /* entries in k */
     uint32_t *k;  /* [segno - 1]: records shown, PIN_HIDDEN if none; owned */
     uint64_t sig; /* the scan's signature (sizes, inodes) at the pin */
+    bool whole;   /* it shows every record the files held at the pin */
 };
 #define PIN_HIDDEN   UINT32_MAX
 #define NSUB_UNKNOWN UINT32_MAX
@@ -547,10 +548,14 @@ static int pin_fill(const struct sdb_view_cut *c, const struct dir_scan *s,
     p->k = p->n ? calloc(p->n, sizeof(*p->k)) : NULL;
     if (p->n && !p->k)
         return SDB_ENOMEM;
-    for (uint32_t i = 0; i < p->n; i++)
+    p->whole = true;
+    for (uint32_t i = 0; i < p->n; i++) {
         p->k[i] = s->data_st[i].st_ino == 0
                       ? PIN_HIDDEN
                       : count_upto(&s->parts[i], c->lsn_max);
+        if (p->k[i] != PIN_HIDDEN && p->k[i] != s->parts[i].n)
+            p->whole = false;
+    }
     return 0;
 }
 
@@ -1134,18 +1139,6 @@ bool sdb_view_cut_unchanged(sdb_view_cut *c)
 
 /* ---- carrying unchanged directories into a later cut ---- */
 
-/* Does pin p show every record that scan s holds, so that a later cut,
- * whatever its L, would show the same while the files keep s->sig? */
-static bool pin_whole(const struct dir_pin *p, const struct dir_scan *s)
-{
-    if (p->sig != s->sig || p->n != s->nseg)
-        return false;
-    for (uint32_t i = 0; i < p->n; i++)
-        if (p->k[i] != (s->data_st[i].st_ino == 0 ? PIN_HIDDEN : s->parts[i].n))
-            return false;
-    return true;
-}
-
 /* The slot of dir[0, len) in c's pin table, or SIZE_MAX.  Under v->lock. */
 static size_t pin_slot(const struct sdb_view_cut *c, const char *dir,
                        size_t len)
@@ -1181,6 +1174,7 @@ static int pin_adopt(struct sdb_view_cut *c, const struct dir_pin *p)
         ;
     q = &c->pins[j];
     q->sig = p->sig;
+    q->whole = p->whole;
     q->n = p->n;
     q->k = p->n ? malloc(p->n * sizeof(*p->k)) : NULL;
     q->dir = strdup(p->dir);
@@ -1221,7 +1215,7 @@ static int cmp_str(const void *a, const void *b)
 
 /*
  * Why carrying is consistent.  old's pin of a directory D holds records
- * <= L_old only; pin_whole says it held every record D's files had at the
+ * <= L_old only; `whole` says it held every record D's files had at the
  * pin, and an unchanged signature now (after c's capture) says the files
  * have had the same sizes and inodes since.  Any record of D <= C (c's
  * checkpoint) was on disk before c's capture, so it is in the pin; any
@@ -1257,18 +1251,21 @@ int sdb_view_cut_carry(sdb_view_cut *old, sdb_view_cut *c, char ***out,
         goto unlock;
     }
     for (size_t j = 0; j < old->cap_pins; j++) {
-        struct dir_scan *s;
+        struct dir_scan probe = {0};
         const struct dir_pin *p = &old->pins[j];
 
         if (!p->dir)
             continue;
         order[n++] = j;
-        if (strcmp(p->dir, "indexes") == 0 || get_scan(v, p->dir, &s) < 0)
-            continue;
-        if (pin_whole(p, s) && s->nsub != NSUB_UNKNOWN) {
+        /* the files as they are now: a few stats, no scan */
+        if (p->whole && strcmp(p->dir, "indexes") != 0 &&
+            dir_files(v, p->dir, &probe) == 0 && probe.sig == p->sig &&
+            probe.nsub != NSUB_UNKNOWN) {
             state[j] = 1;
-            kids[j] = s->nsub; /* counted down by the carried ones */
+            kids[j] = probe.nsub; /* counted down by the carried ones */
         }
+        free(probe.idx_st);
+        free(probe.data_st);
     }
     /* the deepest first, so a directory's kids are decided before it */
     qsort_r(order, n, sizeof(*order), cmp_depth, old);
