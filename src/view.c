@@ -159,11 +159,12 @@ struct cut_wal {
  * any of its segment files (see step 5 of the header comment).
  */
 struct dir_pin {
-    char *dir;    /* escaped, relative to db/; owned; NULL: a free slot */
-    uint32_t n;   /* entries in k */
-    uint32_t *k;  /* [segno - 1]: records shown, PIN_HIDDEN if none; owned */
-    uint64_t sig; /* the scan's signature (sizes, inodes) at the pin */
-    bool whole;   /* it shows every record the files held at the pin */
+    char *dir;      /* escaped, relative to db/; owned; NULL: a free slot */
+    uint32_t n;     /* entries in k */
+    uint32_t *k;    /* [segno - 1]: records shown, PIN_HIDDEN if none; owned */
+    uint64_t sig;   /* the scan's signature (sizes, inodes) at the pin */
+    uint32_t nfile; /* the scan's segment files at the pin */
+    bool whole;     /* it shows every record the files held at the pin */
 };
 #define PIN_HIDDEN   UINT32_MAX
 #define NSUB_UNKNOWN UINT32_MAX
@@ -362,10 +363,13 @@ static uint64_t store_id_locked(struct sdb_view *v)
 
 /*
  * Stat the directory, then @seg-N.idx/.msgpack for N = 1.. until an idx
- * is missing.  The directory's mtime and link count are part of the
- * signature, so a file or subdirectory created in it changes it too.
+ * is missing, or up to N = max if max > 0 (a caller that knows how many
+ * there were: any file created since changes the directory's mtime).  The
+ * directory's mtime and link count are part of the signature, so a file or
+ * subdirectory created in it changes it too.
  */
-static int dir_files(struct sdb_view *v, const char *dir, struct dir_scan *s)
+static int dir_files_upto(struct sdb_view *v, const char *dir, uint32_t max,
+                          struct dir_scan *s)
 {
     char path[4200], dname[32], iname[32];
     struct stat dirst;
@@ -381,7 +385,7 @@ static int dir_files(struct sdb_view *v, const char *dir, struct dir_scan *s)
                          (uint64_t)dirst.st_mtim.tv_sec),
                      (uint64_t)dirst.st_mtim.tv_nsec),
                  (uint64_t)dirst.st_nlink);
-    for (uint32_t n = 1;; n++) {
+    for (uint32_t n = 1; !max || n <= max; n++) {
         struct stat ist, dst;
         void *p, *q;
 
@@ -406,6 +410,12 @@ static int dir_files(struct sdb_view *v, const char *dir, struct dir_scan *s)
                          (uint64_t)dst.st_size),
                      (uint64_t)ist.st_ino ^ ((uint64_t)dst.st_ino << 32));
     }
+    return 0;
+}
+
+static int dir_files(struct sdb_view *v, const char *dir, struct dir_scan *s)
+{
+    return dir_files_upto(v, dir, 0, s);
 }
 
 static int scan_record(void *arg, uint64_t lsn, int type,
@@ -548,6 +558,7 @@ static int pin_fill(const struct sdb_view_cut *c, const struct dir_scan *s,
     p->k = p->n ? calloc(p->n, sizeof(*p->k)) : NULL;
     if (p->n && !p->k)
         return SDB_ENOMEM;
+    p->nfile = s->nfile;
     p->whole = true;
     for (uint32_t i = 0; i < p->n; i++) {
         p->k[i] = s->data_st[i].st_ino == 0
@@ -1174,6 +1185,7 @@ static int pin_adopt(struct sdb_view_cut *c, const struct dir_pin *p)
         ;
     q = &c->pins[j];
     q->sig = p->sig;
+    q->nfile = p->nfile;
     q->whole = p->whole;
     q->n = p->n;
     q->k = p->n ? malloc(p->n * sizeof(*p->k)) : NULL;
@@ -1259,8 +1271,8 @@ int sdb_view_cut_carry(sdb_view_cut *old, sdb_view_cut *c, char ***out,
         order[n++] = j;
         /* the files as they are now: a few stats, no scan */
         if (p->whole && strcmp(p->dir, "indexes") != 0 &&
-            dir_files(v, p->dir, &probe) == 0 && probe.sig == p->sig &&
-            probe.nsub != NSUB_UNKNOWN) {
+            dir_files_upto(v, p->dir, p->nfile ? p->nfile : 1, &probe) == 0 &&
+            probe.sig == p->sig && probe.nsub != NSUB_UNKNOWN) {
             state[j] = 1;
             kids[j] = probe.nsub; /* counted down by the carried ones */
         }
