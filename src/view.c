@@ -1225,6 +1225,61 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* Probe pins order[from, to) of cut c: state 1 and the subdirectory count
+ * for each whose files are as they were at the pin.  Reads only the file
+ * system, c's pins and v->db_dir (none of which change under v->lock). */
+struct probe_job {
+    struct sdb_view *v;
+    const struct sdb_view_cut *c;
+    const size_t *order;
+    size_t from, to;
+    unsigned char *state;
+    uint32_t *kids;
+};
+
+static void *probe_range(void *arg)
+{
+    struct probe_job *pj = arg;
+
+    for (size_t i = pj->from; i < pj->to; i++) {
+        size_t j = pj->order[i];
+        const struct dir_pin *p = &pj->c->pins[j];
+        struct dir_scan probe = {0};
+
+        if (p->whole && strcmp(p->dir, "indexes") != 0 &&
+            dir_files_upto(pj->v, p->dir, p->nfile ? p->nfile : 1, &probe) ==
+                0 &&
+            probe.sig == p->sig && probe.nsub != NSUB_UNKNOWN) {
+            pj->state[j] = 1;
+            pj->kids[j] = probe.nsub; /* counted down by the carried ones */
+        }
+        free(probe.idx_st);
+        free(probe.data_st);
+    }
+    return NULL;
+}
+
+/* probe_range over all n pins, on two threads when there are many (the
+ * stats are most of a tree move's time).  Under v->lock. */
+static void probe_pins(struct sdb_view *v, const struct sdb_view_cut *c,
+                       const size_t *order, size_t n, unsigned char *state,
+                       uint32_t *kids)
+{
+    struct probe_job a = {v, c, order, 0, n, state, kids}, b = a;
+    pthread_t t;
+
+    if (n >= 512) {
+        a.to = b.from = n / 2;
+        if (pthread_create(&t, NULL, probe_range, &b) == 0) {
+            probe_range(&a);
+            pthread_join(t, NULL);
+            return;
+        }
+        a.to = n;
+    }
+    probe_range(&a);
+}
+
 /*
  * Why carrying is consistent.  old's pin of a directory D holds records
  * <= L_old only; `whole` says it held every record D's files had at the
@@ -1262,23 +1317,10 @@ int sdb_view_cut_carry(sdb_view_cut *old, sdb_view_cut *c, char ***out,
         rc = SDB_ENOMEM;
         goto unlock;
     }
-    for (size_t j = 0; j < old->cap_pins; j++) {
-        struct dir_scan probe = {0};
-        const struct dir_pin *p = &old->pins[j];
-
-        if (!p->dir)
-            continue;
-        order[n++] = j;
-        /* the files as they are now: a few stats, no scan */
-        if (p->whole && strcmp(p->dir, "indexes") != 0 &&
-            dir_files_upto(v, p->dir, p->nfile ? p->nfile : 1, &probe) == 0 &&
-            probe.sig == p->sig && probe.nsub != NSUB_UNKNOWN) {
-            state[j] = 1;
-            kids[j] = probe.nsub; /* counted down by the carried ones */
-        }
-        free(probe.idx_st);
-        free(probe.data_st);
-    }
+    for (size_t j = 0; j < old->cap_pins; j++)
+        if (old->pins[j].dir)
+            order[n++] = j;
+    probe_pins(v, old, order, n, state, kids);
     /* the deepest first, so a directory's kids are decided before it */
     qsort_r(order, n, sizeof(*order), cmp_depth, old);
     for (size_t i = 0; i < n; i++) {
