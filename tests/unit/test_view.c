@@ -409,6 +409,42 @@ static void test_view_carry_keeps_only_unchanged_subtrees(void **state)
     sdb_view_close(v);
 }
 
+/* Enough directories for the two-thread probe (sdb_view_cut_carry). */
+static void test_view_carry_many_directories(void **state)
+{
+    struct fx *f = *state;
+    sdb_view *v;
+    sdb_view_cut *c1, *c2;
+    char **dirs, path[32];
+    size_t n;
+
+    for (int i = 0; i < 600; i++) {
+        snprintf(path, sizeof(path), "w/c%03d", i);
+        free(put(f->db, path, "p", i));
+    }
+    assert_int_equal(sdb_view_open(f->dir, &v), 0);
+    assert_int_equal(sdb_view_cut_new(v, false, &c1), 0);
+    look(c1, "db/w");
+    for (int i = 0; i < 600; i++) {
+        snprintf(path, sizeof(path), "db/w/c%03d", i);
+        look(c1, path);
+    }
+    free(put(f->db, "w/c007", "p", 1));
+    assert_int_equal(sdb_view_cut_new(v, false, &c2), 0);
+    assert_int_equal(sdb_view_cut_carry(c1, c2, &dirs, &n), 0);
+    assert_int_equal(n, 599); /* all but db/w and db/w/c007 */
+    for (size_t i = 0; i < n; i++) {
+        assert_string_not_equal(dirs[i], "db/w");
+        assert_string_not_equal(dirs[i], "db/w/c007");
+        assert_int_equal(strncmp(dirs[i], "db/w/c", 6), 0);
+        free(dirs[i]);
+    }
+    free(dirs);
+    sdb_view_cut_unref(c1);
+    sdb_view_cut_unref(c2);
+    sdb_view_close(v);
+}
+
 static void test_view_cut_keeps_recycled_wal_readable(void **state)
 {
     struct fx *f = *state;
@@ -517,6 +553,8 @@ int main(void)
             teardown),
         cmocka_unit_test_setup_teardown(
             test_view_carry_keeps_only_unchanged_subtrees, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_view_carry_many_directories, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_view_concept_json_skips_retracted,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_view_health_reports_the_lock,
