@@ -87,6 +87,13 @@ static void drop(struct epoch *e)
     memset(e, 0, sizeof(*e));
 }
 
+/* Has e's process gone, or been idle long enough to lose its cut? */
+static bool stale(const struct epoch *e, double now)
+{
+    return now - e->used > EPOCH_IDLE_S ||
+           (e->tgid > 0 && kill(e->tgid, 0) < 0 && errno == ESRCH);
+}
+
 /* Drop epochs whose process is gone or idle (at most every 0.5 s).
  * Under epoch_lock. */
 static void sweep(double now)
@@ -94,14 +101,9 @@ static void sweep(double now)
     if (now - last_sweep < 0.5)
         return;
     last_sweep = now;
-    for (size_t i = 0; i < EPOCH_MAX; i++) {
-        struct epoch *e = &epochs[i];
-        if (!e->cut)
-            continue;
-        if (now - e->used > EPOCH_IDLE_S ||
-            (e->tgid > 0 && kill(e->tgid, 0) < 0 && errno == ESRCH))
-            drop(e);
-    }
+    for (size_t i = 0; i < EPOCH_MAX; i++)
+        if (epochs[i].cut && stale(&epochs[i], now))
+            drop(&epochs[i]);
 }
 
 /* The slot for tgid: its own, a free one, or the least recently used. */
@@ -127,10 +129,7 @@ static bool main_in_use(const struct epoch *self, double now)
 {
     for (size_t i = 0; i < EPOCH_MAX; i++) {
         const struct epoch *e = &epochs[i];
-        if (e == self || !e->cut || now - e->used > EPOCH_IDLE_S ||
-            (e->tgid > 0 && kill(e->tgid, 0) < 0 && errno == ESRCH))
-            continue;
-        if (fs_class_is_main(e->cut))
+        if (e != self && e->cut && !stale(e, now) && fs_class_is_main(e->cut))
             return true;
     }
     return false;

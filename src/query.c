@@ -840,34 +840,43 @@ static int run_query(struct qctx *qc, json_t **out, struct sdb_jsonw *w,
     return rc;
 }
 
-int sdb_query(sdb_db *db, json_t *req, json_t **out, sdb_error *err)
+/* Parse req and run it under the index's read lock: the page into *out,
+ * or as text into w when w is set (sized from the limit first). */
+static int query_run(sdb_db *db, json_t *req, json_t **out, struct sdb_jsonw *w,
+                     sdb_error *err)
 {
     struct sdb_query_req q;
     struct qctx qc = {.db = db, .q = &q};
-    sdb_error dummy = {0};
     int rc;
 
-    *out = NULL;
-    if (!err)
-        err = &dummy;
     memset(err, 0, sizeof(*err));
     rc = sdb_query_request_parse(req, &q, err);
     if (rc < 0)
         return rc;
+    /* about 300 bytes an item: one allocation for most pages */
+    if (w)
+        sdb_jsonw_reserve(w, q.limit < 200 ? (size_t)q.limit * 320 + 256
+                                           : (size_t)64 << 10);
     pthread_rwlock_rdlock(&db->ix_lock);
     qc.ix = db->ix;
-    rc = run_query(&qc, out, NULL, err);
+    rc = run_query(&qc, out, w, err);
     pthread_rwlock_unlock(&db->ix_lock);
     free(qc.hits.v);
     sdb_query_req_release(&q);
     return rc;
 }
 
+int sdb_query(sdb_db *db, json_t *req, json_t **out, sdb_error *err)
+{
+    sdb_error dummy = {0};
+
+    *out = NULL;
+    return query_run(db, req, out, NULL, err ? err : &dummy);
+}
+
 int sdb_query_text(sdb_db *db, json_t *req, char **out, size_t *out_len,
                    sdb_error *err)
 {
-    struct sdb_query_req q;
-    struct qctx qc = {.db = db, .q = &q};
     struct sdb_jsonw w = {0};
     sdb_error dummy = {0};
     json_t *unused = NULL;
@@ -877,25 +886,13 @@ int sdb_query_text(sdb_db *db, json_t *req, char **out, size_t *out_len,
     *out_len = 0;
     if (!err)
         err = &dummy;
-    memset(err, 0, sizeof(*err));
-    rc = sdb_query_request_parse(req, &q, err);
-    if (rc < 0)
-        return rc;
-    /* about 300 bytes an item: one allocation for most pages */
-    sdb_jsonw_reserve(&w, q.limit < 200 ? (size_t)q.limit * 320 + 256
-                                        : (size_t)64 << 10);
-    pthread_rwlock_rdlock(&db->ix_lock);
-    qc.ix = db->ix;
-    rc = run_query(&qc, &unused, &w, err);
-    pthread_rwlock_unlock(&db->ix_lock);
+    rc = query_run(db, req, &unused, &w, err);
     if (rc == 0)
         rc = sdb_jsonw_finish(&w, out, out_len);
     else
         sdb_jsonw_release(&w);
     if (rc < 0 && !err->code)
         sdb_error_set(err, rc, "", "query failed: %s", sdb_strerror(rc));
-    free(qc.hits.v);
-    sdb_query_req_release(&q);
     return rc;
 }
 

@@ -593,6 +593,19 @@ static int pins_grow(struct sdb_view_cut *c)
     return 0;
 }
 
+/* The slot of dir[0, len) in c's pin table, or the free slot where it
+ * would go (c->cap_pins > 0).  Under v->lock. */
+static size_t pin_probe(const struct sdb_view_cut *c, const char *dir,
+                        size_t len)
+{
+    size_t j = sdb_hash64(dir, len, 0) & (c->cap_pins - 1);
+
+    for (; c->pins[j].dir; j = (j + 1) & (c->cap_pins - 1))
+        if (strncmp(c->pins[j].dir, dir, len) == 0 && !c->pins[j].dir[len])
+            break;
+    return j;
+}
+
 /*
  * The pin of dir in cut c, made from scan s at the first look.  Why: L
  * comes from the WAL, and the server appends a record to its segment only
@@ -606,18 +619,15 @@ static int pin_get(struct sdb_view_cut *c, const char *dir,
                    const struct dir_scan *s, const struct dir_pin **out)
 {
     struct dir_pin *p;
-    size_t j;
     int rc = 0;
 
     if (2 * (c->n_pins + 1) > c->cap_pins && (rc = pins_grow(c)) < 0)
         return rc;
-    for (j = str_hash(dir) & (c->cap_pins - 1); c->pins[j].dir;
-         j = (j + 1) & (c->cap_pins - 1))
-        if (strcmp(c->pins[j].dir, dir) == 0) {
-            *out = &c->pins[j];
-            return 0;
-        }
-    p = &c->pins[j];
+    p = &c->pins[pin_probe(c, dir, strlen(dir))];
+    if (p->dir) {
+        *out = p;
+        return 0;
+    }
     p->sig = s->sig;
     rc = pin_fill(c, s, p);
     if (rc == 0 && !(p->dir = strdup(dir)))
@@ -1154,36 +1164,29 @@ bool sdb_view_cut_unchanged(sdb_view_cut *c)
 static size_t pin_slot(const struct sdb_view_cut *c, const char *dir,
                        size_t len)
 {
+    size_t j;
+
     if (!c->cap_pins)
         return SIZE_MAX;
-    for (size_t j = sdb_hash64(dir, len, 0) & (c->cap_pins - 1); c->pins[j].dir;
-         j = (j + 1) & (c->cap_pins - 1))
-        if (strncmp(c->pins[j].dir, dir, len) == 0 && !c->pins[j].dir[len])
-            return j;
-    return SIZE_MAX;
+    j = pin_probe(c, dir, len);
+    return c->pins[j].dir ? j : SIZE_MAX;
 }
 
 /* Give c a copy of pin p, unless c has one of its own: then both must
  * agree.  Under v->lock. */
 static int pin_adopt(struct sdb_view_cut *c, const struct dir_pin *p)
 {
-    size_t j = pin_slot(c, p->dir, strlen(p->dir));
     struct dir_pin *q;
     int rc;
 
-    if (j != SIZE_MAX) {
-        q = &c->pins[j];
+    if (2 * (c->n_pins + 1) > c->cap_pins && (rc = pins_grow(c)) < 0)
+        return rc;
+    q = &c->pins[pin_probe(c, p->dir, strlen(p->dir))];
+    if (q->dir)
         return q->sig == p->sig && q->n == p->n &&
                        (!p->n || !memcmp(q->k, p->k, p->n * sizeof(*p->k)))
                    ? 0
                    : SDB_EINVAL;
-    }
-    if (2 * (c->n_pins + 1) > c->cap_pins && (rc = pins_grow(c)) < 0)
-        return rc;
-    for (j = str_hash(p->dir) & (c->cap_pins - 1); c->pins[j].dir;
-         j = (j + 1) & (c->cap_pins - 1))
-        ;
-    q = &c->pins[j];
     q->sig = p->sig;
     q->nfile = p->nfile;
     q->whole = p->whole;

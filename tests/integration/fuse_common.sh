@@ -1,7 +1,8 @@
 # fuse_common.sh - sourced by the test_fuse_*.sh scripts (not a test):
 # where the binaries are, a visible SKIP when FUSE cannot run here, and a
 # scratch directory.  Sets SDB_BIN, WRITER and skip(); fuse_scratch NAME
-# sets T (new directory), MNT and D; fuse_mount starts the daemon.
+# sets T (new directory), MNT and D; fuse_mount starts the daemon;
+# fuse_writer_stop and fuse_teardown are for the EXIT traps.
 SDB_BIN=${SDB_BIN:-$(pwd)/build/bin}
 WRITER=$SDB_BIN/../tests/fuse_writer
 skip() { echo "SKIP: $*"; exit 0; }
@@ -28,4 +29,14 @@ fuse_mount() {
     for _ in $(seq 1 100); do mounted && return 0; sleep 0.1; done
     echo "FAIL: mount did not appear: $(tail -5 "$T/fuse.log")"
     exit 1
+}
+# For the tests' EXIT traps: stop the writer started as WP (it stops at
+# $T/cnt.stop), then the daemon PID, and unmount whatever is left.
+fuse_writer_stop() {
+    touch "$T/cnt.stop"
+    [ -n "${WP:-}" ] && wait "$WP" 2>/dev/null
+}
+fuse_teardown() {
+    [ -n "${PID:-}" ] && kill -TERM "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
+    grep -q " $MNT " /proc/mounts && fusermount3 -u "$MNT" 2>/dev/null
 }

@@ -16,8 +16,7 @@ PID=
 HP=
 cleanup() {
     [ -n "$HP" ] && kill "$HP" 2>/dev/null && wait "$HP" 2>/dev/null
-    [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
-    grep -q " $MNT " /proc/mounts && fusermount3 -u "$MNT" 2>/dev/null
+    fuse_teardown
     rm -rf "$T"
 }
 trap cleanup EXIT

@@ -11,8 +11,7 @@ set -u
 fuse_scratch fuse_mount
 PID=
 cleanup() {
-    [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
-    grep -q " $MNT " /proc/mounts && fusermount3 -u "$MNT" 2>/dev/null
+    fuse_teardown
     grep -q " $MNT " /proc/mounts && umount -l "$MNT" 2>/dev/null
     rm -rf "$T"
 }

@@ -14,10 +14,8 @@ fuse_scratch fuse_rsync
 PID=
 WP=
 cleanup() {
-    touch "$T/cnt.stop"
-    [ -n "$WP" ] && wait "$WP" 2>/dev/null
-    [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
-    grep -q " $MNT " /proc/mounts && fusermount3 -u "$MNT" 2>/dev/null
+    fuse_writer_stop
+    fuse_teardown
     [ -n "${KEEP:-}" ] || rm -rf "$T"
 }
 trap cleanup EXIT

@@ -18,11 +18,9 @@ fi
 fuse_scratch fuse_s3
 PID="" WP="" SP=""
 cleanup() {
-    touch "$T/cnt.stop"
-    [ -n "$WP" ] && wait "$WP" 2>/dev/null
+    fuse_writer_stop
     [ -n "$SP" ] && kill "$SP" 2>/dev/null && wait "$SP" 2>/dev/null
-    [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
-    grep -q " $MNT " /proc/mounts && fusermount3 -u "$MNT" 2>/dev/null
+    fuse_teardown
     [ -n "${KEEP:-}" ] || rm -rf "$T"
 }
 trap cleanup EXIT
