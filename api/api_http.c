@@ -671,6 +671,19 @@ static enum MHD_Result absorb(struct api_req *r, const char *data, size_t n)
     return MHD_YES;
 }
 
+/* Whether the request announces a body (a non-zero Content-Length or a
+ * Transfer-Encoding). */
+static bool declares_body(struct MHD_Connection *conn)
+{
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+
+    if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                    MHD_HTTP_HEADER_TRANSFER_ENCODING))
+        return true;
+    return cl && strspn(cl, "0 \t") != strlen(cl);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
                                   const char *url, const char *method,
                                   const char *version, const char *upload_data,
@@ -687,6 +700,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     r->conn = conn;
     if (!r->started) {
         r->started = true;
+        /* MHD closes the connection after a reply queued on the first call
+         * (it cannot know the request is complete), so a request without a
+         * body is answered on the second call and the connection kept. */
+        r->deferred = !declares_body(conn);
+        if (r->deferred)
+            return MHD_YES;
         if (headers_fail(r, url, method, &e))
             return api_reply_err(r, &e);
         if (!api_route_has_body(r->ep))
@@ -697,6 +716,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         size_t n = *upload_data_size;
         *upload_data_size = 0;
         return absorb(r, upload_data, n);
+    }
+    if (r->deferred) {
+        r->deferred = false;
+        if (headers_fail(r, url, method, &e))
+            return api_reply_err(r, &e);
+        if (!api_route_has_body(r->ep))
+            return api_route_handle(r, url);
+        /* a body endpoint with an empty body: answered below */
     }
     pthread_mutex_lock(&r->lock);
     ws = r->wstate;

@@ -100,6 +100,7 @@ struct api_req {
     enum api_endpoint ep;
     struct timespec t0; /* CLOCK_MONOTONIC at the request line */
     bool started;       /* the first handler call has run */
+    bool deferred;      /* no body declared: checked on the second call */
     bool uri_has_nul;   /* raw URI contained %00 */
     bool uri_too_long;
     bool too_big; /* body exceeded max_body_bytes */

@@ -21,6 +21,28 @@ assert_json '.status=="healthy" and (.version|type=="string")
 req HEAD "$BASE/v1/health" -I
 expect 200 "HEAD /v1/health"
 
+# ---- keep-alive: requests without a body keep the connection ----
+python3 - "$API_PORT" <<'PY' || fail "GET requests keep the connection open"
+import http.client, sys
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=10)
+first = None
+for path, want in [("/v1/health", 200), ("/v1/health", 200),
+                   ("/v1/nothing", 404), ("/v1/concepts?prefix=", 200)]:
+    c.request("GET", path)
+    r = c.getresponse()
+    r.read()
+    if r.status != want:
+        sys.exit("%s: status %d, want %d" % (path, r.status, want))
+    if (r.getheader("Connection") or "").lower() == "close" or c.sock is None:
+        sys.exit("%s: the server closed the connection" % path)
+    port = c.sock.getsockname()[1]
+    if first is None:
+        first = port
+    elif port != first:
+        sys.exit("%s: answered on a new connection" % path)
+PY
+ok "GET requests (200 and 404) share one keep-alive connection"
+
 # ---- assert ----
 post_json /v1/assert '{"concept_path":"medicine/aspirin/dosage","predicate":"max_daily_mg","value":4000,"confidence":0.9,"authority_tier":"expert","source":"source/pubmed/123"}'
 expect 201 "POST /v1/assert"
