@@ -33,6 +33,9 @@ usage: tools/bench/bench_http.sh [options]
   --wrk-threads N     wrk threads (default 2)
   --api-threads N     stemedb-api HTTP threads (default: the server's own default)
   --sqlite-repeat N   bench_core rounds for SQLite (default 3)
+  --client-sched P    scheduling policy of the load generators, wrk and
+                      pgbench alike: "other" (default) or "batch" (chrt -b:
+                      their wake-ups do not preempt the servers)
   --no-pg, --no-sqlite, --no-writes, --no-query   skip a part
   --keep              keep the scratch directory
 EOF
@@ -42,7 +45,7 @@ REPO=$(cd "$(dirname "$0")/../.." && pwd)
 H=$REPO/tools/bench/http
 BUILD=build DIR="" SECS=10 WARM=3 CONNS=64 BATCH=1000 BCONNS=1,16
 RECORDS=1000000 PER=100 GROUP=100 QCONNS=64 QLIMIT=10 WT=2 SQREP=3 APIT=""
-DO_PG=1 DO_SQ=1 DO_W=1 DO_Q=1 KEEP=0
+DO_PG=1 DO_SQ=1 DO_W=1 DO_Q=1 KEEP=0 CSCHED=other
 while [ $# -gt 0 ]; do
     case "$1" in
     --build) BUILD=$2; shift ;;
@@ -60,6 +63,7 @@ while [ $# -gt 0 ]; do
     --wrk-threads) WT=$2; shift ;;
     --api-threads) APIT=$2; shift ;;
     --sqlite-repeat) SQREP=$2; shift ;;
+    --client-sched) CSCHED=$2; shift ;;
     --no-pg) DO_PG=0 ;;
     --no-sqlite) DO_SQ=0 ;;
     --no-query) DO_Q=0 ;;
@@ -71,6 +75,11 @@ while [ $# -gt 0 ]; do
     shift
 done
 
+case "$CSCHED" in
+other) CLIENT="" ;;
+batch) CLIENT="chrt -b 0" ;;
+*) echo "bench_http: --client-sched takes other or batch" >&2; exit 2 ;;
+esac
 B=$(cd "$BUILD" && pwd) || exit 2
 [ -n "$DIR" ] || DIR=$B
 API=$B/bin/stemedb-api
@@ -143,9 +152,9 @@ run_wrk() {
     shift 3
     local t=$WT
     [ "$c" -lt "$t" ] && t=$c
-    wrk -t"$t" -c"$c" -d"${WARM}s" -s "$s" "http://127.0.0.1:$PORT" -- "$@" >/dev/null 2>&1
+    $CLIENT wrk -t"$t" -c"$c" -d"${WARM}s" -s "$s" "http://127.0.0.1:$PORT" -- "$@" >/dev/null 2>&1
     c0=$(api_ticks)
-    out=$(wrk -t"$t" -c"$c" -d"${SECS}s" --timeout 10s --latency -s "$s" "http://127.0.0.1:$PORT" -- "$@" 2>&1)
+    out=$($CLIENT wrk -t"$t" -c"$c" -d"${SECS}s" --timeout 10s --latency -s "$s" "http://127.0.0.1:$PORT" -- "$@" 2>&1)
     c1=$(api_ticks)
     echo "$out" >"$T/wrk-$(echo "$name" | tr -c "a-zA-Z0-9\n" _).txt"
     RPS=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
@@ -163,7 +172,7 @@ echo "machine: $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc
 echo "scratch: $T ($FS, device $(df --output=source "$T" | tail -1))"
 [ "$FS" = tmpfs ] && echo "WARNING: tmpfs: fsync costs nothing here, the figures mean nothing"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "runs: ${WARM}s warm-up + ${SECS}s measured; wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), $WT threads"
+echo "runs: ${WARM}s warm-up + ${SECS}s measured; wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), $WT threads; load generators scheduled as SCHED_$(echo "$CSCHED" | tr a-z A-Z)"
 START=$(date +%s)
 
 # ---- 1. PostgreSQL: single-row INSERT transactions ----
@@ -182,7 +191,7 @@ if [ "$DO_PG" = 1 ]; then
     PSQL="$PGBIN/psql -X -q -h 127.0.0.1 -p $PGPORT -U postgres -d postgres"
     $PSQL -f "$H/pg_schema.sql" || exit 1
     echo "  settings: $($PSQL -At -c "SELECT string_agg(name || '=' || setting, ' ') FROM pg_settings WHERE name IN ('fsync','synchronous_commit','wal_sync_method','full_page_writes','shared_buffers')")"
-    PGB="$PGBIN/pgbench -n -h 127.0.0.1 -p $PGPORT -U postgres -M prepared -c $CONNS -j $WT -f $H/pg_insert.sql postgres"
+    PGB="$CLIENT $PGBIN/pgbench -n -h 127.0.0.1 -p $PGPORT -U postgres -M prepared -c $CONNS -j $WT -f $H/pg_insert.sql postgres"
     $PGB -T "$WARM" >/dev/null 2>&1
     out=$($PGB -T "$SECS" 2>&1)
     echo "$out" >"$T/pgbench.txt"
