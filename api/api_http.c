@@ -551,6 +551,7 @@ static bool body_headers_fail(struct api_req *r, struct api_err *e)
                         "request body is larger than %zu bytes", max);
             return true;
         }
+        r->body_hint = (size_t)n;
         return false;
     }
     if (te && strcasestr(te, "chunked"))
@@ -653,7 +654,12 @@ static enum MHD_Result absorb(struct api_req *r, const char *data, size_t n)
         return r->body_seen > 2 * (uint64_t)max ? MHD_NO : MHD_YES;
     }
     if (r->body_len + n + 1 > r->body_cap) {
-        size_t cap = r->body_cap ? r->body_cap : 4096;
+        /* sized to the declared length: one allocation, and a small one
+         * for a small body (glibc consolidates its free lists before
+         * every allocation of 1 KiB or more) */
+        size_t cap = r->body_cap         ? r->body_cap
+                     : r->body_hint >= n ? r->body_hint + 1
+                                         : 4096;
         char *p;
         while (cap < r->body_len + n + 1)
             cap *= 2;

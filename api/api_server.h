@@ -109,6 +109,7 @@ struct api_req {
     size_t body_len;
     size_t body_cap;
     uint64_t body_seen; /* bytes received, including discarded ones */
+    size_t body_hint;   /* the Content-Length, 0 if none (chunked) */
     /* write state: protected by lock (the writer thread touches it) */
     pthread_mutex_t lock;
     enum api_write_state wstate;
