@@ -371,8 +371,23 @@ static void req_free(struct api_req *r)
 {
     free(r->body);
     json_decref(r->wresult);
+    free(r->wtext);
     pthread_mutex_destroy(&r->lock);
     free(r);
+}
+
+/* Record the outcome (r->lock held) and wake the connection. */
+static void write_complete(struct api_req *r, int rc, const sdb_error *err)
+{
+    r->wrc = rc;
+    if (err)
+        r->werr = *err;
+    r->wstate = API_W_DONE;
+    if (r->suspended) {
+        r->suspended = false;
+        atomic_fetch_sub(&r->ls->srv->parked, 1);
+        MHD_resume_connection(r->conn);
+    }
 }
 
 void api_http_write_done(void *arg, int rc, json_t *result,
@@ -382,18 +397,30 @@ void api_http_write_done(void *arg, int rc, json_t *result,
 
     /* the writer thread only takes a reference; an HTTP thread encodes */
     pthread_mutex_lock(&r->lock);
-    r->wrc = rc;
     if (rc == 0 && !result)
-        r->wrc = SDB_ENOMEM;
+        rc = SDB_ENOMEM;
     r->wresult = rc == 0 ? json_incref(result) : NULL;
-    if (err)
-        r->werr = *err;
-    r->wstate = API_W_DONE;
-    if (r->suspended) {
-        r->suspended = false;
-        atomic_fetch_sub(&r->ls->srv->parked, 1);
-        MHD_resume_connection(r->conn);
+    write_complete(r, rc, err);
+    pthread_mutex_unlock(&r->lock);
+}
+
+void api_http_write_done_text(void *arg, int rc, const char *text, size_t len,
+                              const sdb_error *err)
+{
+    struct api_req *r = arg;
+    char *copy = rc == 0 && text ? malloc(len + 2) : NULL;
+
+    if (copy) {
+        memcpy(copy, text, len);
+        copy[len] = '\n';
+        copy[len + 1] = '\0';
+    } else if (rc == 0) {
+        rc = SDB_ENOMEM;
     }
+    pthread_mutex_lock(&r->lock);
+    r->wtext = copy;
+    r->wtext_len = copy ? len + 1 : 0;
+    write_complete(r, rc, err);
     pthread_mutex_unlock(&r->lock);
 }
 

@@ -68,8 +68,11 @@ enum MHD_Result api_http_reply_owned(struct api_req *r, int status,
  */
 enum MHD_Result api_http_park(struct api_req *r);
 
-/* The sdb_done_fn used for every queued write (arg is the api_req). */
+/* The sdb_done_fn used for queued writes (arg is the api_req). */
 void api_http_write_done(void *arg, int rc, json_t *result,
                          const sdb_error *err);
+/* The sdb_done_text_fn used for assertions (arg is the api_req). */
+void api_http_write_done_text(void *arg, int rc, const char *text, size_t len,
+                              const sdb_error *err);
 
 #endif

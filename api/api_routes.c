@@ -183,7 +183,7 @@ static enum MHD_Result handle_write(struct api_req *r)
     r->wstate = API_W_QUEUED;
     pthread_mutex_unlock(&r->lock);
     if (r->ep == API_EP_ASSERT)
-        rc = sdb_assert(srv->db, req, api_http_write_done, r, &err);
+        rc = sdb_assert_text(srv->db, req, api_http_write_done_text, r, &err);
     else
         rc = sdb_retract(srv->db, req, api_http_write_done, r, &err);
     db_leave(srv);
@@ -205,6 +205,12 @@ enum MHD_Result api_route_write_result(struct api_req *r)
 
     /* the done callback has returned: r->lock is not needed any more */
     r->wstate = API_W_IDLE;
+    if (r->wrc == 0 && r->wtext) {
+        char *text = r->wtext; /* ownership passes to MHD */
+        r->wtext = NULL;
+        return api_http_reply_owned(r, r->ep == API_EP_ASSERT ? 201 : 200,
+                                    "application/json", text, r->wtext_len);
+    }
     if (r->wrc == 0) {
         json_t *body = r->wresult; /* encoded here, not on the writer */
         r->wresult = NULL;

@@ -116,6 +116,8 @@ struct api_req {
     bool suspended;
     int wrc;
     json_t *wresult; /* the result; one reference */
+    char *wtext;     /* or the result as text with a newline, owned */
+    size_t wtext_len;
     sdb_error werr;
 };
 

@@ -24,6 +24,7 @@
 #include "clock.h"
 #include "codec.h"
 #include "hash.h"
+#include "jsonw.h"
 #include "path.h"
 
 #define GROUP_PAYLOAD_LIMIT (64u << 20)
@@ -37,11 +38,13 @@ struct wreq {
     bool batch;              /* the request was {"assertions":[...]} */
     struct sdb_retraction r; /* WREQ_RETRACT */
     sdb_done_fn done;
+    sdb_done_text_fn done_text; /* instead of done: the result as text */
     void *arg;
     /* outcome */
     int rc;
     sdb_error err;
     json_t *result;
+    struct sdb_jsonw text; /* the result when done_text is set */
     uint64_t first_lsn;
     uint32_t *rec_len; /* bytes of each packed record, in payload order */
     struct wreq *next;
@@ -151,16 +154,37 @@ static void stamp(struct sdb_db *db, struct sdb_id *id, int64_t *ts)
     db->last_ts = *ts;
 }
 
+/* The text of commit_json(id, ts), appended to w. */
+static void commit_text(struct sdb_jsonw *w, struct sdb_id id, int64_t ts)
+{
+    char sid[SDB_ID_LEN + 1];
+
+    sdb_id_format(id, sid);
+    sdb_jsonw_raw(w, "{\"id\":\"", 7);
+    sdb_jsonw_raw(w, sid, SDB_ID_LEN);
+    sdb_jsonw_raw(w, "\",\"timestamp\":", 14);
+    sdb_jsonw_time(w, ts);
+    sdb_jsonw_raw(w, ",\"lsn\":", 7);
+    sdb_jsonw_int(w, (int64_t)id.lsn);
+    sdb_jsonw_raw(w, "}", 1);
+}
+
 /* Assign LSNs, index (invisible) and pack one assert request. */
 static int stage_assert(struct sdb_db *db, struct wreq *w, msgpack_sbuffer *sb)
 {
-    json_t *list = json_array();
+    bool text = w->done_text != NULL;
+    json_t *list = text ? NULL : json_array();
     int rc = 0;
 
     w->rec_len = calloc(w->n, sizeof(*w->rec_len));
-    if (!list || !w->rec_len) {
+    if ((!text && !list) || !w->rec_len) {
         json_decref(list);
         return SDB_ENOMEM;
+    }
+    if (text) {
+        sdb_jsonw_reserve(&w->text, 96 * w->n + 64);
+        if (w->batch)
+            sdb_jsonw_raw(&w->text, "{\"assertions\":[", 15);
     }
     w->first_lsn = db->next_lsn;
     for (size_t i = 0; rc == 0 && i < w->n; i++) {
@@ -178,10 +202,30 @@ static int stage_assert(struct sdb_db *db, struct wreq *w, msgpack_sbuffer *sb)
         w->rec_len[i] = (uint32_t)(sb->size - before);
         if (rc == 0)
             rc = sdb_index_add(db->ix, a, cid, NULL, NULL);
-        if (rc == 0)
+        if (rc == 0 && text) {
+            if (i)
+                sdb_jsonw_raw(&w->text, ",", 1);
+            commit_text(&w->text, a->id, a->ts_us);
+        } else if (rc == 0) {
             rc = json_array_append_new(list, commit_json(a->id, a->ts_us))
                      ? SDB_ENOMEM
                      : 0;
+        }
+    }
+    if (text) {
+        if (rc == 0 && w->batch) {
+            sdb_jsonw_raw(&w->text, "],\"count\":", 10);
+            sdb_jsonw_int(&w->text, (int64_t)w->n);
+            sdb_jsonw_raw(&w->text, ",\"lsn\":", 7);
+            sdb_jsonw_int(&w->text, (int64_t)w->first_lsn);
+            sdb_jsonw_raw(&w->text, "}", 1);
+        }
+        sdb_jsonw_raw(&w->text, "", 1); /* the NUL the callback is promised */
+        if (rc == 0 && w->text.oom)
+            rc = SDB_ENOMEM;
+        if (!w->text.oom)
+            w->text.n--;
+        return rc;
     }
     if (rc == 0 && !w->batch)
         w->result = json_incref(json_array_get(list, 0));
@@ -346,6 +390,7 @@ static void fail_request(struct wreq *w, int rc, const char *msg)
         sdb_error_set(&w->err, rc, "", "%s", msg);
     json_decref(w->result);
     w->result = NULL;
+    sdb_jsonw_release(&w->text);
 }
 
 /* Stage requests until the payload limit; returns the first unstaged one. */
@@ -386,7 +431,13 @@ static void finish(struct sdb_db *db, struct wreq *list)
         if (list->done)
             list->done(list->arg, list->rc, list->rc == 0 ? list->result : NULL,
                        list->rc == 0 ? NULL : &list->err);
+        else if (list->done_text)
+            list->done_text(list->arg, list->rc,
+                            list->rc == 0 ? list->text.p : NULL,
+                            list->rc == 0 ? list->text.n : 0,
+                            list->rc == 0 ? NULL : &list->err);
         json_decref(list->result);
+        sdb_jsonw_release(&list->text);
         for (size_t i = 0; i < list->n; i++)
             sdb_assertion_release(&list->as[i]);
         free(list->as);
@@ -688,8 +739,8 @@ static int refuse_if_read_only(struct sdb_db *db, sdb_error *err)
                          strerror(atomic_load(&db->read_only_errno)));
 }
 
-int sdb_assert(sdb_db *db, json_t *req, sdb_done_fn done, void *arg,
-               sdb_error *err)
+static int queue_assert(sdb_db *db, json_t *req, sdb_done_fn done,
+                        sdb_done_text_fn done_text, void *arg, sdb_error *err)
 {
     struct wreq *w;
     int rc;
@@ -702,6 +753,7 @@ int sdb_assert(sdb_db *db, json_t *req, sdb_done_fn done, void *arg,
         return sdb_error_set(err, SDB_ENOMEM, "", "out of memory");
     w->kind = WREQ_ASSERT;
     w->done = done;
+    w->done_text = done_text;
     w->arg = arg;
     w->batch = json_is_object(req) && json_object_get(req, "assertions");
     rc = sdb_assert_request_parse(req, &w->as, &w->n, err);
@@ -713,9 +765,22 @@ int sdb_assert(sdb_db *db, json_t *req, sdb_done_fn done, void *arg,
         sdb_error_set(err, rc, "", "the store is closing");
     if (rc < 0) {
         w->done = NULL;
+        w->done_text = NULL;
         finish(db, w);
     }
     return rc;
+}
+
+int sdb_assert(sdb_db *db, json_t *req, sdb_done_fn done, void *arg,
+               sdb_error *err)
+{
+    return queue_assert(db, req, done, NULL, arg, err);
+}
+
+int sdb_assert_text(sdb_db *db, json_t *req, sdb_done_text_fn done, void *arg,
+                    sdb_error *err)
+{
+    return queue_assert(db, req, NULL, done, arg, err);
 }
 
 int sdb_retract(sdb_db *db, json_t *req, sdb_done_fn done, void *arg,

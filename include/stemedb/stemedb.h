@@ -165,6 +165,22 @@ typedef void (*sdb_done_fn)(void *arg, int rc, json_t *result,
 SDB_API int sdb_assert(sdb_db *db, json_t *req, sdb_done_fn done, void *arg,
                        sdb_error *err);
 
+/*
+ * As sdb_done_fn, with the result already encoded: text is the JSON text
+ * json_dumps(result, JSON_COMPACT) would give (len bytes plus a NUL),
+ * borrowed for the call; NULL when rc < 0.
+ */
+typedef void (*sdb_done_text_fn)(void *arg, int rc, const char *text,
+                                 size_t len, const sdb_error *err);
+
+/*
+ * sdb_assert with the result handed over as text: the writer appends each
+ * record's {id,timestamp,lsn} to one buffer instead of building JSON
+ * objects for the caller to encode.  Same contract otherwise.
+ */
+SDB_API int sdb_assert_text(sdb_db *db, json_t *req, sdb_done_text_fn done,
+                            void *arg, sdb_error *err);
+
 /* Queue a retraction request (see docs/api.md); same contract as sdb_assert. */
 SDB_API int sdb_retract(sdb_db *db, json_t *req, sdb_done_fn done, void *arg,
                         sdb_error *err);

@@ -482,6 +482,157 @@ static void test_db_group_commit_shares_fsyncs(void **state)
     assert_int_equal(st.last_lsn, 3200);
 }
 
+/* ---- sdb_assert_text ---- */
+
+struct text_wait {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool done;
+    int rc;
+    char *text;
+    size_t len;
+    bool nul; /* text[len] was the promised NUL */
+};
+
+static void text_done(void *arg, int rc, const char *text, size_t len,
+                      const sdb_error *err)
+{
+    struct text_wait *tw = arg;
+
+    (void)err;
+    pthread_mutex_lock(&tw->lock);
+    tw->rc = rc;
+    tw->text = text ? strndup(text, len) : NULL;
+    tw->len = len;
+    tw->nul = text && text[len] == '\0';
+    tw->done = true;
+    pthread_cond_signal(&tw->cond);
+    pthread_mutex_unlock(&tw->lock);
+}
+
+/* Submit req through sdb_assert_text and wait; returns the text. */
+static char *assert_text(sdb_db *db, const char *req_text)
+{
+    struct text_wait tw = {.lock = PTHREAD_MUTEX_INITIALIZER,
+                           .cond = PTHREAD_COND_INITIALIZER};
+    json_t *req = tu_json("%s", req_text);
+    sdb_error err = {0};
+
+    if (sdb_assert_text(db, req, text_done, &tw, &err) != 0)
+        fail_msg("assert_text %s: %s", req_text, err.message);
+    json_decref(req);
+    pthread_mutex_lock(&tw.lock);
+    while (!tw.done)
+        pthread_cond_wait(&tw.cond, &tw.lock);
+    pthread_mutex_unlock(&tw.lock);
+    assert_int_equal(tw.rc, 0);
+    assert_non_null(tw.text);
+    assert_true(tw.nul);
+    assert_int_equal(strlen(tw.text), tw.len);
+    return tw.text;
+}
+
+/* The keys of o, in order, joined by commas. */
+static void key_list(json_t *o, char *buf, size_t cap)
+{
+    buf[0] = '\0';
+    for (void *it = json_object_iter(o); it;
+         it = json_object_iter_next(o, it)) {
+        strncat(buf, json_object_iter_key(it), cap - strlen(buf) - 2);
+        strcat(buf, ",");
+    }
+}
+
+/* The same bytes json_dumps(JSON_COMPACT) gives for sdb_assert's result,
+ * with the same keys in the same order, naming the stored assertions. */
+static void test_db_assert_text_matches_the_json_result(void **state)
+{
+    struct fx *f = *state;
+    const char *one = "{\"concept_path\":\"t/one\",\"predicate\":\"p\","
+                      "\"value\":1}";
+    const char *two = "{\"assertions\":[{\"concept_path\":\"t/two\","
+                      "\"predicate\":\"p\",\"value\":2},{\"concept_path\":"
+                      "\"t/two\",\"predicate\":\"p\",\"value\":3}]}";
+    json_t *ref1 = NULL, *ref2 = NULL, *req, *got;
+    char *text, *dump, keys_ref[256], keys_got[256];
+    sdb_error err = {0};
+
+    /* the references, through sdb_assert */
+    req = tu_json("%s", one);
+    assert_int_equal(sdb_assert_sync(f->db, req, &ref1, &err), 0);
+    json_decref(req);
+    req = tu_json("%s", two);
+    assert_int_equal(sdb_assert_sync(f->db, req, &ref2, &err), 0);
+    json_decref(req);
+
+    /* one assertion */
+    text = assert_text(f->db, one);
+    got = json_loads(text, 0, NULL);
+    assert_non_null(got);
+    dump = json_dumps(got, JSON_COMPACT);
+    assert_string_equal(dump, text);
+    key_list(ref1, keys_ref, sizeof(keys_ref));
+    key_list(got, keys_got, sizeof(keys_got));
+    assert_string_equal(keys_got, keys_ref);
+    assert_int_equal(json_integer_value(json_object_get(got, "lsn")),
+                     json_integer_value(json_object_get(ref2, "lsn")) + 2);
+    {
+        json_t *a = NULL;
+        assert_int_equal(sdb_get(f->db,
+                                 json_string_value(json_object_get(got, "id")),
+                                 &a, &err),
+                         0);
+        assert_string_equal(
+            json_string_value(json_object_get(a, "timestamp")),
+            json_string_value(json_object_get(got, "timestamp")));
+        assert_string_equal(
+            json_string_value(json_object_get(a, "concept_path")), "t/one");
+        json_decref(a);
+    }
+    free(dump);
+    free(text);
+    json_decref(got);
+
+    /* a batch */
+    text = assert_text(f->db, two);
+    got = json_loads(text, 0, NULL);
+    assert_non_null(got);
+    dump = json_dumps(got, JSON_COMPACT);
+    assert_string_equal(dump, text);
+    key_list(ref2, keys_ref, sizeof(keys_ref));
+    key_list(got, keys_got, sizeof(keys_got));
+    assert_string_equal(keys_got, keys_ref);
+    key_list(json_array_get(json_object_get(ref2, "assertions"), 1), keys_ref,
+             sizeof(keys_ref));
+    key_list(json_array_get(json_object_get(got, "assertions"), 1), keys_got,
+             sizeof(keys_got));
+    assert_string_equal(keys_got, keys_ref);
+    assert_int_equal(json_integer_value(json_object_get(got, "count")), 2);
+    assert_int_equal(json_array_size(json_object_get(got, "assertions")), 2);
+    assert_int_equal(
+        json_integer_value(json_object_get(got, "lsn")),
+        json_integer_value(json_object_get(
+            json_array_get(json_object_get(got, "assertions"), 0), "lsn")));
+    for (size_t i = 0; i < 2; i++) {
+        json_t *item = json_array_get(json_object_get(got, "assertions"), i),
+               *a;
+        assert_int_equal(sdb_get(f->db,
+                                 json_string_value(json_object_get(item, "id")),
+                                 &a, &err),
+                         0);
+        assert_int_equal(json_integer_value(json_object_get(a, "value")),
+                         2 + (json_int_t)i);
+        assert_int_equal(json_integer_value(json_object_get(a, "lsn")),
+                         json_integer_value(json_object_get(item, "lsn")));
+        json_decref(a);
+    }
+    free(dump);
+    free(text);
+    json_decref(got);
+    json_decref(ref1);
+    json_decref(ref2);
+}
+
 static void test_db_concepts_lists_children(void **state)
 {
     struct fx *f = *state;
@@ -688,6 +839,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_db_group_commit_shares_fsyncs,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_db_assert_text_matches_the_json_result, setup, teardown),
         cmocka_unit_test_setup_teardown(test_db_concepts_lists_children, setup,
                                         teardown),
         cmocka_unit_test(test_db_concepts_hides_concepts_of_failed_writes),
