@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -158,6 +159,20 @@ static int px_syncfs(void *ctx, int fd)
     return syncfs(fd) == 0 ? 0 : -errno;
 }
 
+static void *px_map(void *ctx, int fd, size_t len)
+{
+    void *p = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+
+    (void)ctx;
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static void px_unmap(void *ctx, void *p, size_t len)
+{
+    (void)ctx;
+    munmap(p, len);
+}
+
 static const sdb_io posix_io = {
     .ctx = NULL,
     .open = px_open,
@@ -173,6 +188,8 @@ static const sdb_io posix_io = {
     .mkdir = px_mkdir,
     .fstat = px_fstat,
     .syncfs = px_syncfs,
+    .map = px_map,
+    .unmap = px_unmap,
 };
 
 const sdb_io *sdb_io_posix(void)

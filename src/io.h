@@ -61,6 +61,13 @@ struct sdb_io {
      * (Linux >= 5.8).  Used by checkpoints that touched many files.
      */
     int (*syncfs)(void *ctx, int fd);
+    /*
+     * Optional (NULL: readers use pread).  Map [0, len) of fd read-only and
+     * shared, or return NULL; unmap undoes it.  Pages past the end of the
+     * file must not be touched (SIGBUS).
+     */
+    void *(*map)(void *ctx, int fd, size_t len);
+    void (*unmap)(void *ctx, void *p, size_t len);
 };
 
 /* Write all n bytes at off, looping on short writes and EINTR. */

@@ -7,6 +7,14 @@
  *                   CACHED -> DROPPED (cleared while pinned) -> FREE (put)
  * Lock order: one shard lock at a time, never with another lock taken
  * after it.
+ *
+ * A slot may also hold a read-only shared mapping of its file, made and
+ * unmade with the descriptor (outside the lock, like open and close).  A
+ * mapping spans max(reserve, size) bytes, so an append-only file stays
+ * covered as it grows; a read only touches bytes below the size last seen
+ * by fstat.  Should the file shrink under a mapping anyway (someone
+ * truncated it), the copy's SIGBUS is caught and the read fails with
+ * SDB_ECORRUPT, as a short pread would.
  */
 #define _GNU_SOURCE /* O_NOATIME */
 #include "readcache.h"
@@ -14,10 +22,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "stemedb/stemedb.h"
 
@@ -30,6 +43,9 @@ enum slot_state { SLOT_FREE = 0, SLOT_CACHED, SLOT_DROPPED };
 struct rc_slot {
     uint64_t key;
     int fd;
+    unsigned char *map; /* NULL: not mapped */
+    size_t map_len;
+    uint64_t known; /* file size last seen */
     unsigned refs;
     unsigned char state; /* enum slot_state */
     bool recent;         /* CLOCK reference bit */
@@ -42,14 +58,158 @@ struct rc_shard {
     int *buckets; /* nb heads, -1 = empty */
     unsigned n, nb, hand, open;
     int free_head;
-    uint64_t hits, misses, evictions;
+    uint64_t hits, misses, evictions, map_reads, pread_reads;
 };
 
 struct sdb_readcache {
     const sdb_io *io;
     unsigned n_shards, capacity;
+    size_t map_reserve; /* 0: no mappings */
+    unsigned map_max;
+    atomic_uint mapped;
     struct rc_shard shards[MAX_SHARDS];
 };
+
+/* What leaves a slot, released after the shard lock is dropped. */
+struct rc_gone {
+    int fd;
+    unsigned char *map;
+    size_t map_len;
+};
+
+/* ---- reads from a mapping, with a SIGBUS guard ---- */
+
+static __thread sigjmp_buf *volatile bus_env; /* set during a guarded copy */
+static struct sigaction bus_old;
+
+static void on_sigbus(int sig, siginfo_t *info, void *uc)
+{
+    sigjmp_buf *env = bus_env;
+
+    if (env)
+        siglongjmp(*env, 1);
+    /* not one of our copies: whatever handled SIGBUS before us */
+    if ((bus_old.sa_flags & SA_SIGINFO) && bus_old.sa_sigaction) {
+        bus_old.sa_sigaction(sig, info, uc);
+    } else if (!(bus_old.sa_flags & SA_SIGINFO) &&
+               bus_old.sa_handler != SIG_DFL && bus_old.sa_handler != SIG_IGN) {
+        bus_old.sa_handler(sig);
+    } else {
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof(dfl));
+        dfl.sa_handler = SIG_DFL;
+        sigemptyset(&dfl.sa_mask);
+        sigaction(SIGBUS, &dfl, NULL); /* the access repeats, fatally */
+    }
+}
+
+/* Put on_sigbus in place unless it is already (another handler may have
+ * replaced it since: then it becomes the one we pass other faults to). */
+static void install_sigbus(void)
+{
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    struct sigaction sa, cur;
+
+    pthread_mutex_lock(&lock);
+    if (sigaction(SIGBUS, NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) &&
+        cur.sa_sigaction == on_sigbus) {
+        pthread_mutex_unlock(&lock);
+        return;
+    }
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = on_sigbus;
+    /* NODEFER: the jump out of the handler leaves SIGBUS unblocked */
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, &bus_old);
+    pthread_mutex_unlock(&lock);
+}
+
+static int guarded_copy(void *dst, const unsigned char *src, size_t n)
+{
+    sigjmp_buf env;
+
+    if (sigsetjmp(env, 0)) {
+        bus_env = NULL;
+        return SDB_ECORRUPT;
+    }
+    bus_env = &env;
+    memcpy(dst, src, n);
+    bus_env = NULL;
+    return 0;
+}
+
+static void release(struct sdb_readcache *rc, const struct rc_gone *g)
+{
+    if (g->map) {
+        rc->io->unmap(rc->io->ctx, g->map, g->map_len);
+        atomic_fetch_sub(&rc->mapped, 1);
+    }
+    if (g->fd >= 0)
+        rc->io->close(rc->io->ctx, g->fd);
+}
+
+void sdb_readcache_enable_maps(struct sdb_readcache *rc, size_t reserve,
+                               unsigned max_maps)
+{
+    if (!rc->io->map || !rc->io->unmap || !reserve || !max_maps)
+        return;
+    install_sigbus();
+    rc->map_reserve = reserve;
+    rc->map_max = max_maps;
+}
+
+/* Map fd if this cache maps and has room; g->map NULL otherwise. */
+static void map_file(struct sdb_readcache *rc, int fd, struct rc_gone *g,
+                     uint64_t *known)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    struct stat st;
+    size_t len;
+
+    g->map = NULL;
+    g->map_len = 0;
+    *known = 0;
+    if (!rc->map_reserve)
+        return;
+    if (atomic_fetch_add(&rc->mapped, 1) >= rc->map_max)
+        goto none;
+    if (rc->io->fstat(rc->io->ctx, fd, &st) < 0 || st.st_size < 0)
+        goto none;
+    len = (uint64_t)st.st_size > rc->map_reserve ? (size_t)st.st_size
+                                                 : rc->map_reserve;
+    if (page > 0)
+        len = (len + (size_t)page - 1) / (size_t)page * (size_t)page;
+    g->map = rc->io->map(rc->io->ctx, fd, len);
+    if (!g->map)
+        goto none;
+    g->map_len = len;
+    *known = (uint64_t)st.st_size;
+    return;
+none:
+    atomic_fetch_sub(&rc->mapped, 1);
+}
+
+int sdb_readcache_read(struct sdb_readcache *rc, struct sdb_rcref *ref,
+                       void *buf, size_t len, uint64_t off)
+{
+    if (ref->map && len <= ref->map_len && off <= ref->map_len - len) {
+        if (off + len > ref->known) { /* appended since: look again */
+            struct stat st;
+            int r = rc->io->fstat(rc->io->ctx, ref->fd, &st);
+            if (r < 0)
+                return r;
+            if (st.st_size > 0 && (uint64_t)st.st_size > ref->known)
+                ref->known = (uint64_t)st.st_size;
+            if (off + len > ref->known)
+                return SDB_ECORRUPT; /* the file is shorter than that */
+        }
+        ref->map_reads++;
+        return guarded_copy(buf, ref->map + off, len);
+    }
+    ref->pread_reads++;
+    return sdb_io_pread_all(rc->io, ref->fd, buf, len, (off_t)off);
+}
 
 static uint64_t mix(uint64_t x)
 {
@@ -133,9 +293,11 @@ void sdb_readcache_free(struct sdb_readcache *rc)
         return;
     for (unsigned s = 0; s < rc->n_shards; s++) {
         struct rc_shard *sh = &rc->shards[s];
-        for (unsigned i = 0; i < sh->n; i++)
-            if (sh->slots[i].state != SLOT_FREE)
-                rc->io->close(rc->io->ctx, sh->slots[i].fd);
+        for (unsigned i = 0; i < sh->n; i++) {
+            struct rc_slot *sl = &sh->slots[i];
+            if (sl->state != SLOT_FREE)
+                release(rc, &(struct rc_gone){sl->fd, sl->map, sl->map_len});
+        }
         pthread_mutex_destroy(&sh->lock);
         free(sh->slots);
         free(sh->buckets);
@@ -170,10 +332,16 @@ static void unhash(struct rc_shard *sh, int i)
     sh->slots[i].key = 0;
 }
 
-static void free_slot(struct rc_shard *sh, int i)
+/* Free slot i; what it held goes to *g (NULL: the caller took it). */
+static void free_slot(struct rc_shard *sh, int i, struct rc_gone *g)
 {
+    if (g)
+        *g = (struct rc_gone){sh->slots[i].fd, sh->slots[i].map,
+                              sh->slots[i].map_len};
     sh->slots[i].state = SLOT_FREE;
     sh->slots[i].fd = -1;
+    sh->slots[i].map = NULL;
+    sh->slots[i].map_len = 0;
     sh->slots[i].next = sh->free_head;
     sh->free_head = i;
     sh->open--;
@@ -187,6 +355,10 @@ static void pin(struct rc_shard *sh, struct sdb_readcache *rc, int i,
     out->fd = sh->slots[i].fd;
     out->shard = (int)(sh - rc->shards);
     out->slot = i;
+    out->map = sh->slots[i].map;
+    out->map_len = sh->slots[i].map_len;
+    out->known = sh->slots[i].known;
+    out->map_reads = out->pread_reads = 0;
 }
 
 int sdb_readcache_lookup(struct sdb_readcache *rc, uint64_t key,
@@ -210,14 +382,14 @@ int sdb_readcache_lookup(struct sdb_readcache *rc, uint64_t key,
 
 /*
  * A slot for a new descriptor: a free one, else the CLOCK victim (its fd
- * goes to *victim_fd for the caller to close after unlocking); -1 if every
- * slot is pinned.  Caller holds sh->lock.
+ * and mapping go to *victim for the caller to release after unlocking); -1
+ * if every slot is pinned.  Caller holds sh->lock.
  */
-static int take_slot(struct rc_shard *sh, int *victim_fd)
+static int take_slot(struct rc_shard *sh, struct rc_gone *victim)
 {
     int i = sh->free_head;
 
-    *victim_fd = -1;
+    *victim = (struct rc_gone){-1, NULL, 0};
     if (i >= 0) {
         sh->free_head = sh->slots[i].next;
         sh->open++;
@@ -233,7 +405,9 @@ static int take_slot(struct rc_shard *sh, int *victim_fd)
             s->recent = false;
             continue;
         }
-        *victim_fd = s->fd;
+        *victim = (struct rc_gone){s->fd, s->map, s->map_len};
+        s->map = NULL;
+        s->map_len = 0;
         unhash(sh, i);
         sh->evictions++;
         return i;
@@ -246,15 +420,15 @@ static void shed(struct sdb_readcache *rc)
 {
     for (unsigned s = 0; s < rc->n_shards; s++) {
         struct rc_shard *sh = &rc->shards[s];
-        int fd = -1, i;
+        struct rc_gone g;
+        int i;
 
         pthread_mutex_lock(&sh->lock);
-        i = take_slot(sh, &fd);
+        i = take_slot(sh, &g);
         if (i >= 0)
-            free_slot(sh, i);
+            free_slot(sh, i, NULL);
         pthread_mutex_unlock(&sh->lock);
-        if (fd >= 0)
-            rc->io->close(rc->io->ctx, fd);
+        release(rc, &g);
     }
 }
 
@@ -278,7 +452,9 @@ int sdb_readcache_open(struct sdb_readcache *rc, uint64_t key, const char *path,
     uint64_t h = mix(key);
     struct rc_shard *sh = shard_of(rc, h);
     int fd = open_ro(rc, path);
-    int i, victim = -1, dup_fd = -1;
+    struct rc_gone victim = {-1, NULL, 0}, dup = {-1, NULL, 0}, mine;
+    uint64_t known;
+    int i;
 
     if (fd == -EMFILE || fd == -ENFILE) {
         shed(rc);
@@ -286,14 +462,19 @@ int sdb_readcache_open(struct sdb_readcache *rc, uint64_t key, const char *path,
     }
     if (fd < 0)
         return fd;
+    map_file(rc, fd, &mine, &known);
+    mine.fd = fd;
     pthread_mutex_lock(&sh->lock);
     i = find(sh, key, h);
     if (i >= 0) { /* another reader opened it meanwhile */
-        dup_fd = fd;
+        dup = mine;
     } else if ((i = take_slot(sh, &victim)) >= 0) {
         struct rc_slot *s = &sh->slots[i];
         s->key = key;
         s->fd = fd;
+        s->map = mine.map;
+        s->map_len = mine.map_len;
+        s->known = known;
         s->refs = 0;
         s->state = SLOT_CACHED;
         s->next = sh->buckets[h & (sh->nb - 1)];
@@ -302,22 +483,23 @@ int sdb_readcache_open(struct sdb_readcache *rc, uint64_t key, const char *path,
     if (i >= 0)
         pin(sh, rc, i, out);
     pthread_mutex_unlock(&sh->lock);
-    if (i < 0) { /* every slot pinned: a private descriptor */
+    if (i < 0) { /* every slot pinned: a private descriptor, no map */
+        memset(out, 0, sizeof(*out));
         out->fd = fd;
         out->shard = out->slot = -1;
+        mine.fd = -1;
+        release(rc, &mine);
     }
-    if (victim >= 0)
-        rc->io->close(rc->io->ctx, victim);
-    if (dup_fd >= 0)
-        rc->io->close(rc->io->ctx, dup_fd);
+    release(rc, &victim);
+    release(rc, &dup);
     return 0;
 }
 
 void sdb_readcache_put(struct sdb_readcache *rc, struct sdb_rcref *ref)
 {
+    struct rc_gone g = {-1, NULL, 0};
     struct rc_shard *sh;
     struct rc_slot *s;
-    int fd = -1;
 
     if (ref->shard < 0) {
         rc->io->close(rc->io->ctx, ref->fd);
@@ -328,14 +510,16 @@ void sdb_readcache_put(struct sdb_readcache *rc, struct sdb_rcref *ref)
     pthread_mutex_lock(&sh->lock);
     s = &sh->slots[ref->slot];
     s->refs--;
-    if (s->state == SLOT_DROPPED && s->refs == 0) {
-        fd = s->fd;
-        free_slot(sh, ref->slot);
-    }
+    if (ref->known > s->known)
+        s->known = ref->known;
+    sh->map_reads += ref->map_reads;
+    sh->pread_reads += ref->pread_reads;
+    if (s->state == SLOT_DROPPED && s->refs == 0)
+        free_slot(sh, ref->slot, &g);
     pthread_mutex_unlock(&sh->lock);
-    if (fd >= 0)
-        rc->io->close(rc->io->ctx, fd);
+    release(rc, &g);
     ref->fd = -1;
+    ref->map = NULL;
 }
 
 void sdb_readcache_clear(struct sdb_readcache *rc)
@@ -354,8 +538,9 @@ void sdb_readcache_clear(struct sdb_readcache *rc)
                 sl->state = SLOT_DROPPED;
                 continue;
             }
-            rc->io->close(rc->io->ctx, sl->fd);
-            free_slot(sh, (int)i);
+            struct rc_gone g;
+            free_slot(sh, (int)i, &g);
+            release(rc, &g);
         }
         pthread_mutex_unlock(&sh->lock);
     }
@@ -366,12 +551,15 @@ void sdb_readcache_get_stats(struct sdb_readcache *rc,
 {
     memset(out, 0, sizeof(*out));
     out->capacity = rc->capacity;
+    out->mapped = atomic_load(&rc->mapped);
     for (unsigned s = 0; s < rc->n_shards; s++) {
         struct rc_shard *sh = &rc->shards[s];
         pthread_mutex_lock(&sh->lock);
         out->hits += sh->hits;
         out->misses += sh->misses;
         out->evictions += sh->evictions;
+        out->map_reads += sh->map_reads;
+        out->pread_reads += sh->pread_reads;
         out->open += sh->open;
         pthread_mutex_unlock(&sh->lock);
     }

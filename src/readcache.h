@@ -14,22 +14,31 @@
 #ifndef SDB_READCACHE_H
 #define SDB_READCACHE_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "io.h"
 
 struct sdb_readcache;
 
-/* A pinned descriptor: fd is valid until sdb_readcache_put. */
+/* A pinned descriptor: fd (and map) valid until sdb_readcache_put. */
 struct sdb_rcref {
     int fd;
     int shard; /* -1: private descriptor, closed by put */
     int slot;
+    const unsigned char *map; /* the file mapped, or NULL */
+    size_t map_len;           /* bytes of address space mapped */
+    uint64_t known;           /* file size last seen (bytes safe to touch) */
+    unsigned map_reads;       /* reads through this pin, counted by put */
+    unsigned pread_reads;
 };
 
 struct sdb_readcache_stats {
     uint64_t hits, misses, evictions;
-    unsigned capacity, open;
+    uint64_t map_reads;   /* reads served from a mapping */
+    uint64_t pread_reads; /* reads that went through pread */
+    unsigned capacity, open, mapped;
 };
 
 /*
@@ -58,6 +67,26 @@ int sdb_readcache_lookup(struct sdb_readcache *rc, uint64_t key,
  */
 int sdb_readcache_open(struct sdb_readcache *rc, uint64_t key, const char *path,
                        struct sdb_rcref *out);
+
+/*
+ * Map the files this cache opens from now on (when io->map exists): each
+ * gets max(reserve, its size) bytes of address space, so a growing
+ * append-only file stays covered; at most max_maps files are mapped at
+ * once (the others are read with pread).  Call before the cache is shared.
+ * Mapping installs a process-wide SIGBUS handler (see sdb_readcache_read).
+ */
+void sdb_readcache_enable_maps(struct sdb_readcache *rc, size_t reserve,
+                               unsigned max_maps);
+
+/*
+ * Read exactly len bytes at off of ref's file: copied from its mapping when
+ * it has one covering them (the file size is checked first, with an fstat
+ * when the range is past the size last seen), else with pread.  0, -errno,
+ * or SDB_ECORRUPT when the file is shorter than off + len, including a file
+ * truncated under the mapping (the SIGBUS is caught, not fatal).
+ */
+int sdb_readcache_read(struct sdb_readcache *rc, struct sdb_rcref *ref,
+                       void *buf, size_t len, uint64_t off);
 
 /* Unpin; closes the descriptor if it was private or dropped meanwhile. */
 void sdb_readcache_put(struct sdb_readcache *rc, struct sdb_rcref *ref);

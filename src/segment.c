@@ -598,6 +598,25 @@ unlock:
  * file the writer holds, and never waits for an fdatasync.
  */
 
+/*
+ * How many segment files readers may keep mapped: a quarter of the
+ * kernel's limit on mappings per process, so malloc and the rest of the
+ * process keep plenty.
+ */
+static unsigned max_read_maps(void)
+{
+    FILE *f = fopen("/proc/sys/vm/max_map_count", "re");
+    unsigned long n = 65530;
+
+    if (f) {
+        if (fscanf(f, "%lu", &n) != 1)
+            n = 65530;
+        fclose(f);
+    }
+    n /= 4;
+    return n > 65536 ? 65536 : (unsigned)n;
+}
+
 static struct sdb_readcache *read_cache(struct sdb_segstore *ss)
 {
     struct sdb_readcache *rc = atomic_load(&ss->rcache), *expect = NULL;
@@ -609,6 +628,9 @@ static struct sdb_readcache *read_cache(struct sdb_segstore *ss)
             ss->io, sdb_readcache_capacity_for_rlimit(ss->n_slots * 2 + 64),
             &rc) < 0)
         return NULL;
+    /* a segment file never grows much past segment_limit: one mapping of
+     * that size covers it for good (reads need no syscall) */
+    sdb_readcache_enable_maps(rc, (size_t)ss->segment_limit, max_read_maps());
     if (!atomic_compare_exchange_strong(&ss->rcache, &expect, rc)) {
         sdb_readcache_free(rc); /* another reader won the race */
         rc = expect;
@@ -648,7 +670,7 @@ int sdb_segstore_read_span(struct sdb_segstore *ss,
         if (ret < 0)
             return ret;
     }
-    ret = sdb_io_pread_all(ss->io, ref.fd, buf, len, (off_t)off);
+    ret = sdb_readcache_read(rc, &ref, buf, len, off);
     sdb_readcache_put(rc, &ref);
     if (ret == SDB_ECORRUPT) /* the file is shorter than the index says */
         log_corrupt(ss, si, segno, off, len);

@@ -3,7 +3,9 @@
  * the segment store: more files than slots, reads after eviction, pinned
  * descriptors never closed under a reader, clear, the capacity taken from
  * RLIMIT_NOFILE, no descriptor leaked, and a corrupted record read through
- * the cache still refused with its file named on stderr.
+ * the cache still refused with its file named on stderr; mapped files: reads
+ * that follow a growing file, a file truncated under its mapping (an error,
+ * not a SIGBUS), and the bound on mappings.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -180,6 +182,145 @@ static void test_readcache_capacity_follows_the_rlimit(void **state)
     assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
 }
 
+/* ---- mappings ---- */
+
+/* How many lines of /proc/self/maps name a file under dir. */
+static int maps_of_dir(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[4096];
+    int n = 0;
+
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f))
+        if (strstr(line, dir))
+            n++;
+    fclose(f);
+    return n;
+}
+
+static void append_bytes(const char *path, const char *text)
+{
+    int fd = open(path, O_WRONLY | O_APPEND);
+
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+}
+
+/* Reads come from the mapping, follow the file as it grows, and stop at
+ * its end like pread does. */
+static void test_readcache_maps_follow_a_growing_file(void **state)
+{
+    struct sdb_readcache *rc;
+    struct sdb_readcache_stats st;
+    struct sdb_rcref ref;
+    char *path = make_file(0), buf[64];
+
+    (void)state;
+    assert_int_equal(sdb_readcache_new(sdb_io_posix(), 4, &rc), 0);
+    sdb_readcache_enable_maps(rc, 1 << 20, 16);
+    assert_int_equal(sdb_readcache_open(rc, 1, path, &ref), 0);
+    assert_non_null(ref.map);
+    assert_int_equal(ref.known, 6);
+    assert_int_equal(maps_of_dir(), 1);
+    assert_int_equal(sdb_readcache_read(rc, &ref, buf, 6, 0), 0);
+    assert_memory_equal(buf, "file-0", 6);
+    /* appended after the mapping was made */
+    append_bytes(path, "+more");
+    assert_int_equal(sdb_readcache_read(rc, &ref, buf, 5, 6), 0);
+    assert_memory_equal(buf, "+more", 5);
+    assert_int_equal(ref.known, 11);
+    /* past the end: an error, never bytes of the mapping's zero tail */
+    assert_int_equal(sdb_readcache_read(rc, &ref, buf, 2, 10), SDB_ECORRUPT);
+    assert_int_equal(sdb_readcache_read(rc, &ref, buf, 1, 1 << 19),
+                     SDB_ECORRUPT);
+    /* beyond the mapping altogether: pread's answer */
+    assert_int_equal(sdb_readcache_read(rc, &ref, buf, 1, 2 << 20),
+                     SDB_ECORRUPT);
+    sdb_readcache_put(rc, &ref);
+    sdb_readcache_get_stats(rc, &st);
+    assert_int_equal(st.mapped, 1);
+    assert_int_equal(st.map_reads, 2);
+    assert_int_equal(st.pread_reads, 1);
+    /* the size seen is kept for the next reader */
+    assert_true(sdb_readcache_lookup(rc, 1, &ref));
+    assert_int_equal(ref.known, 11);
+    sdb_readcache_put(rc, &ref);
+    sdb_readcache_free(rc);
+    assert_int_equal(maps_of_dir(), 0);
+    free(path);
+}
+
+/* A file cut short under its mapping: the read fails, the process lives,
+ * and it works again for a second file (SIGBUS is not left blocked). */
+static void test_readcache_truncation_under_a_map_is_an_error(void **state)
+{
+    struct sdb_readcache *rc;
+    struct sdb_rcref ref;
+    char big[16384], buf[64];
+    char *path[2];
+
+    (void)state;
+    memset(big, 'x', sizeof(big));
+    assert_int_equal(sdb_readcache_new(sdb_io_posix(), 4, &rc), 0);
+    sdb_readcache_enable_maps(rc, 1 << 20, 16);
+    for (int i = 0; i < 2; i++) {
+        path[i] = tu_printf("%s/big%d", dir, i);
+        assert_int_equal(tu_write_file(path[i], big, sizeof(big)), 0);
+        assert_int_equal(sdb_readcache_open(rc, (uint64_t)i + 1, path[i], &ref),
+                         0);
+        assert_non_null(ref.map);
+        assert_int_equal(sdb_readcache_read(rc, &ref, buf, 64, 12000), 0);
+        assert_int_equal(truncate(path[i], 0), 0);
+        /* the size last seen says 16 KiB are there: the copy faults */
+        assert_int_equal(sdb_readcache_read(rc, &ref, buf, 64, 12000),
+                         SDB_ECORRUPT);
+        sdb_readcache_put(rc, &ref);
+        free(path[i]);
+    }
+    sdb_readcache_free(rc);
+}
+
+/* At most max_maps files are mapped; the rest are read with pread, and
+ * evicted files are unmapped. */
+static void test_readcache_bounds_its_mappings(void **state)
+{
+    struct sdb_readcache *rc;
+    struct sdb_readcache_stats st;
+    char *paths[10];
+
+    (void)state;
+    for (int i = 0; i < 10; i++)
+        paths[i] = make_file(i);
+    assert_int_equal(sdb_readcache_new(sdb_io_posix(), 4, &rc), 0);
+    sdb_readcache_enable_maps(rc, 1 << 16, 2);
+    for (int round = 0; round < 3; round++)
+        for (int i = 0; i < 10; i++) {
+            struct sdb_rcref ref;
+            char buf[16], want[16];
+            int n = snprintf(want, sizeof(want), "file-%d", i);
+            if (!sdb_readcache_lookup(rc, (uint64_t)i + 1, &ref))
+                assert_int_equal(
+                    sdb_readcache_open(rc, (uint64_t)i + 1, paths[i], &ref), 0);
+            assert_int_equal(sdb_readcache_read(rc, &ref, buf, (size_t)n, 0),
+                             0);
+            assert_memory_equal(buf, want, (size_t)n);
+            sdb_readcache_put(rc, &ref);
+            assert_true(maps_of_dir() <= 2);
+        }
+    sdb_readcache_get_stats(rc, &st);
+    assert_true(st.mapped <= 2);
+    assert_int_equal(st.mapped, (unsigned)maps_of_dir());
+    assert_true(st.map_reads > 0);
+    assert_true(st.pread_reads > 0);
+    assert_int_equal(st.map_reads + st.pread_reads, 30);
+    sdb_readcache_free(rc);
+    assert_int_equal(maps_of_dir(), 0);
+    for (int i = 0; i < 10; i++)
+        free(paths[i]);
+}
+
 /* Append "rec-<i>" to concept c<i>; its loc into *loc. */
 static void put_record(struct sdb_segstore *ss, struct sdb_seginfo *si, int i,
                        struct sdb_loc *loc)
@@ -236,7 +377,20 @@ test_segstore_reads_many_concepts_and_names_a_corrupt_file(void **state)
         assert_true(st.evictions >= 100 - 8 - st.hits);
     }
     assert_true(st.open <= st.capacity);
+    assert_true(st.map_reads >= 100); /* the segment store maps its files */
+    assert_int_equal(st.pread_reads, 0);
     assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+    /* a record appended after its file was mapped */
+    {
+        struct sdb_loc more;
+        char want[] = "rec-3b";
+        assert_int_equal(
+            sdb_segstore_append(ss, &si[3], 1000, 1, want, strlen(want), &more),
+            0);
+        assert_int_equal(sdb_segstore_sync(ss), 0);
+        assert_int_equal(sdb_segstore_read(ss, &si[3], &more, buf), 0);
+        assert_memory_equal(buf, want, strlen(want));
+    }
     /* flip a byte of c17's record: the cached descriptor sees it */
     path = tu_printf("%s/c17/@seg-000001.msgpack", dir);
     img = tu_read_file(path, &len);
@@ -291,6 +445,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_segstore_reads_many_concepts_and_names_a_corrupt_file, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(
+            test_readcache_maps_follow_a_growing_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_readcache_truncation_under_a_map_is_an_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_readcache_bounds_its_mappings,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
