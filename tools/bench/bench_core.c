@@ -232,12 +232,14 @@ struct appender {
     pthread_t th;
 };
 
-static void appender_done(void *arg, int rc, json_t *result,
+/* Completion callbacks take the result as text, as stemedb-api does. */
+static void appender_done(void *arg, int rc, const char *text, size_t len,
                           const sdb_error *err)
 {
     struct appender *ap = arg;
 
-    (void)result;
+    (void)text;
+    (void)len;
     (void)err;
     pthread_mutex_lock(&ap->lock);
     ap->rc = rc;
@@ -262,7 +264,7 @@ static void *appender_main(void *arg)
                       "value");
         json_integer_set(val, v++);
         ap->done = false;
-        if (sdb_assert(ap->db, req, appender_done, ap, &e) != 0) {
+        if (sdb_assert_text(ap->db, req, appender_done, ap, &e) != 0) {
             ap->failed++;
             fprintf(stderr, "sdb_assert: %s\n", e.message);
             break;
@@ -309,12 +311,14 @@ struct lapp {
     unsigned idx; /* 0 .. d->n-1 */
 };
 
-static void lapp_done(void *arg, int rc, json_t *result, const sdb_error *err)
+static void lapp_done(void *arg, int rc, const char *text, size_t len,
+                      const sdb_error *err)
 {
     struct lapp *la = arg;
     struct driver *d = la->d;
 
-    (void)result;
+    (void)text;
+    (void)len;
     (void)err;
     pthread_mutex_lock(&d->lock);
     d->ready_rc[d->n_ready] = rc;
@@ -336,7 +340,7 @@ static bool lapp_submit(struct driver *d, struct lapp *la)
     sdb_error e;
 
     json_integer_set(val, d->v[la->idx]++);
-    if (sdb_assert(d->db, req, lapp_done, la, &e) != 0) {
+    if (sdb_assert_text(d->db, req, lapp_done, la, &e) != 0) {
         fprintf(stderr, "sdb_assert: %s\n", e.message);
         return false;
     }
