@@ -717,6 +717,24 @@ static bool declares_body(struct MHD_Connection *conn)
     return cl && strspn(cl, "0 \t") != strlen(cl);
 }
 
+/*
+ * Check a request's headers, then answer an error or an endpoint that takes
+ * no body; *body_next is set when the request goes on to its body.
+ */
+static enum MHD_Result begin(struct api_req *r, const char *url,
+                             const char *method, bool *body_next)
+{
+    struct api_err e;
+
+    *body_next = false;
+    if (headers_fail(r, url, method, &e))
+        return api_reply_err(r, &e);
+    if (!api_route_has_body(r->ep))
+        return api_route_handle(r, url);
+    *body_next = true;
+    return MHD_YES;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
                                   const char *url, const char *method,
                                   const char *version, const char *upload_data,
@@ -724,7 +742,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 {
     struct api_req *r = *con_cls;
     enum api_write_state ws;
-    struct api_err e;
+    bool body_next;
 
     (void)cls;
     (void)version;
@@ -739,11 +757,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         r->deferred = !declares_body(conn);
         if (r->deferred)
             return MHD_YES;
-        if (headers_fail(r, url, method, &e))
-            return api_reply_err(r, &e);
-        if (!api_route_has_body(r->ep))
-            return api_route_handle(r, url);
-        return MHD_YES; /* wait for the body */
+        return begin(r, url, method, &body_next);
     }
     if (*upload_data_size != 0) {
         size_t n = *upload_data_size;
@@ -751,11 +765,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         return absorb(r, upload_data, n);
     }
     if (r->deferred) {
+        enum MHD_Result ret = begin(r, url, method, &body_next);
         r->deferred = false;
-        if (headers_fail(r, url, method, &e))
-            return api_reply_err(r, &e);
-        if (!api_route_has_body(r->ep))
-            return api_route_handle(r, url);
+        if (!body_next)
+            return ret;
         /* a body endpoint with an empty body: answered below */
     }
     pthread_mutex_lock(&r->lock);

@@ -124,26 +124,6 @@ static void go_read_only(struct sdb_db *db, int rc, const char *what)
 /* the writer thread                                                 */
 /* ---------------------------------------------------------------- */
 
-static json_t *commit_json(struct sdb_id id, int64_t ts)
-{
-    char sid[SDB_ID_LEN + 1], t[32];
-    json_t *o = json_object();
-
-    sdb_id_format(id, sid);
-    sdb_time_format(ts, t);
-    /* built directly, without json_pack's format parsing or UTF-8 checks
-     * (both strings are ASCII made here): once per record written */
-    if (o &&
-        (json_object_set_new_nocheck(o, "id", json_string_nocheck(sid)) ||
-         json_object_set_new_nocheck(o, "timestamp", json_string_nocheck(t)) ||
-         json_object_set_new_nocheck(o, "lsn",
-                                     json_integer((json_int_t)id.lsn)))) {
-        json_decref(o);
-        o = NULL;
-    }
-    return o;
-}
-
 static void stamp(struct sdb_db *db, struct sdb_id *id, int64_t *ts)
 {
     int64_t now = sdb_now_us();
@@ -154,7 +134,7 @@ static void stamp(struct sdb_db *db, struct sdb_id *id, int64_t *ts)
     db->last_ts = *ts;
 }
 
-/* The text of commit_json(id, ts), appended to w. */
+/* One record's {"id","timestamp","lsn"} as JSON text, appended to w. */
 static void commit_text(struct sdb_jsonw *w, struct sdb_id id, int64_t ts)
 {
     char sid[SDB_ID_LEN + 1];
@@ -169,23 +149,23 @@ static void commit_text(struct sdb_jsonw *w, struct sdb_id id, int64_t ts)
     sdb_jsonw_raw(w, "}", 1);
 }
 
-/* Assign LSNs, index (invisible) and pack one assert request. */
+/*
+ * Assign LSNs, index (invisible) and pack one assert request; its result
+ * goes to w->text: {id,timestamp,lsn} for one assertion,
+ * {"assertions":[...],"count":N,"lsn":first} for a batch.  The text is
+ * what json_dumps(JSON_COMPACT) gives for that object, NUL-terminated.
+ */
 static int stage_assert(struct sdb_db *db, struct wreq *w, msgpack_sbuffer *sb)
 {
-    bool text = w->done_text != NULL;
-    json_t *list = text ? NULL : json_array();
+    struct sdb_jsonw *t = &w->text;
     int rc = 0;
 
     w->rec_len = calloc(w->n, sizeof(*w->rec_len));
-    if ((!text && !list) || !w->rec_len) {
-        json_decref(list);
+    if (!w->rec_len)
         return SDB_ENOMEM;
-    }
-    if (text) {
-        sdb_jsonw_reserve(&w->text, 96 * w->n + 64);
-        if (w->batch)
-            sdb_jsonw_raw(&w->text, "{\"assertions\":[", 15);
-    }
+    sdb_jsonw_reserve(t, 96 * w->n + 64);
+    if (w->batch)
+        sdb_jsonw_raw(t, "{\"assertions\":[", 15);
     w->first_lsn = db->next_lsn;
     for (size_t i = 0; rc == 0 && i < w->n; i++) {
         struct sdb_assertion *a = &w->as[i];
@@ -202,39 +182,23 @@ static int stage_assert(struct sdb_db *db, struct wreq *w, msgpack_sbuffer *sb)
         w->rec_len[i] = (uint32_t)(sb->size - before);
         if (rc == 0)
             rc = sdb_index_add(db->ix, a, cid, NULL, NULL);
-        if (rc == 0 && text) {
+        if (rc == 0) {
             if (i)
-                sdb_jsonw_raw(&w->text, ",", 1);
-            commit_text(&w->text, a->id, a->ts_us);
-        } else if (rc == 0) {
-            rc = json_array_append_new(list, commit_json(a->id, a->ts_us))
-                     ? SDB_ENOMEM
-                     : 0;
+                sdb_jsonw_raw(t, ",", 1);
+            commit_text(t, a->id, a->ts_us);
         }
     }
-    if (text) {
-        if (rc == 0 && w->batch) {
-            sdb_jsonw_raw(&w->text, "],\"count\":", 10);
-            sdb_jsonw_int(&w->text, (int64_t)w->n);
-            sdb_jsonw_raw(&w->text, ",\"lsn\":", 7);
-            sdb_jsonw_int(&w->text, (int64_t)w->first_lsn);
-            sdb_jsonw_raw(&w->text, "}", 1);
-        }
-        sdb_jsonw_raw(&w->text, "", 1); /* the NUL the callback is promised */
-        if (rc == 0 && w->text.oom)
-            rc = SDB_ENOMEM;
-        if (!w->text.oom)
-            w->text.n--;
-        return rc;
+    if (rc == 0 && w->batch) {
+        sdb_jsonw_raw(t, "],\"count\":", 10);
+        sdb_jsonw_int(t, (int64_t)w->n);
+        sdb_jsonw_raw(t, ",\"lsn\":", 7);
+        sdb_jsonw_int(t, (int64_t)w->first_lsn);
+        sdb_jsonw_raw(t, "}", 1);
     }
-    if (rc == 0 && !w->batch)
-        w->result = json_incref(json_array_get(list, 0));
-    else if (rc == 0)
-        w->result =
-            json_pack("{s:O, s:I, s:I}", "assertions", list, "count",
-                      (json_int_t)w->n, "lsn", (json_int_t)w->first_lsn);
-    json_decref(list);
-    return rc;
+    sdb_jsonw_raw(t, "", 1); /* the NUL the callbacks are promised */
+    if (!t->oom)
+        t->n--;
+    return rc == 0 && t->oom ? SDB_ENOMEM : rc;
 }
 
 static json_t *retract_json(struct sdb_db *db, const struct sdb_retraction *r)
@@ -428,6 +392,10 @@ static void finish(struct sdb_db *db, struct wreq *list)
     while (list) {
         struct wreq *next = list->next;
 
+        /* an assertion's result is text; sdb_assert's callers get it as
+         * JSON (NULL when out of memory) */
+        if (list->done && list->rc == 0 && !list->result && list->text.p)
+            list->result = json_loadb(list->text.p, list->text.n, 0, NULL);
         if (list->done)
             list->done(list->arg, list->rc, list->rc == 0 ? list->result : NULL,
                        list->rc == 0 ? NULL : &list->err);
