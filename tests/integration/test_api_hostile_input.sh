@@ -104,6 +104,10 @@ case "$STATUS" in 413 | curl-failed) ok "20 MB body -> $STATUS" ;; *) fail "20 M
 # a garbage request line and binary junk
 printf '\x00\x01\x02GARBAGE\r\n\r\n' >"$T/junk"
 raw_http "$API_PORT" "$T/junk" >/dev/null
+# headers within the documented limit (docs/api.md, Limits) are served
+printf 'GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Long: %s\r\nConnection: close\r\n\r\n' "$(head -c 12000 /dev/zero | tr '\0' h)" >"$T/okhdr"
+line=$(raw_http "$API_PORT" "$T/okhdr")
+case "$line" in *" 200 "*) ok "12 kB header -> 200" ;; *) fail "12 kB header: '$line'" ;; esac
 printf 'GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Long: %s\r\n\r\n' "$(head -c 100000 /dev/zero | tr '\0' h)" >"$T/bighdr"
 line=$(raw_http "$API_PORT" "$T/bighdr")
 case "$line" in *" 4"??" "* | "") ok "100 kB header -> '${line:-closed}'" ;; *) fail "100 kB header: $line" ;; esac
