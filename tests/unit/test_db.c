@@ -543,6 +543,21 @@ static void key_list(json_t *o, char *buf, size_t cap)
     }
 }
 
+/* text parsed; it must be jansson's compact form with keys in this order */
+static json_t *parse_text(const char *text, const char *keys_want)
+{
+    json_t *got = json_loads(text, 0, NULL);
+    char *dump, keys[256];
+
+    assert_non_null(got);
+    dump = json_dumps(got, JSON_COMPACT);
+    assert_string_equal(dump, text);
+    free(dump);
+    key_list(got, keys, sizeof(keys));
+    assert_string_equal(keys, keys_want);
+    return got;
+}
+
 /* sdb_assert_text's result: exactly the bytes json_dumps(JSON_COMPACT)
  * gives for {id,timestamp,lsn} (a batch: {assertions,count,lsn}), naming
  * the stored assertions; sdb_assert hands the same result over as JSON. */
@@ -555,7 +570,7 @@ static void test_db_assert_text_gives_the_json_result(void **state)
                       "\"predicate\":\"p\",\"value\":2},{\"concept_path\":"
                       "\"t/two\",\"predicate\":\"p\",\"value\":3}]}";
     json_t *ref = NULL, *req, *got;
-    char *text, *dump, keys[256];
+    char *text, keys[256];
     sdb_error err = {0};
 
     /* through sdb_assert: the JSON form */
@@ -568,12 +583,7 @@ static void test_db_assert_text_gives_the_json_result(void **state)
 
     /* one assertion */
     text = assert_text(f->db, one);
-    got = json_loads(text, 0, NULL);
-    assert_non_null(got);
-    dump = json_dumps(got, JSON_COMPACT);
-    assert_string_equal(dump, text);
-    key_list(got, keys, sizeof(keys));
-    assert_string_equal(keys, "id,timestamp,lsn,");
+    got = parse_text(text, "id,timestamp,lsn,");
     assert_int_equal(json_integer_value(json_object_get(got, "lsn")), 2);
     {
         json_t *a = NULL;
@@ -588,18 +598,12 @@ static void test_db_assert_text_gives_the_json_result(void **state)
             json_string_value(json_object_get(a, "concept_path")), "t/one");
         json_decref(a);
     }
-    free(dump);
     free(text);
     json_decref(got);
 
     /* a batch */
     text = assert_text(f->db, two);
-    got = json_loads(text, 0, NULL);
-    assert_non_null(got);
-    dump = json_dumps(got, JSON_COMPACT);
-    assert_string_equal(dump, text);
-    key_list(got, keys, sizeof(keys));
-    assert_string_equal(keys, "assertions,count,lsn,");
+    got = parse_text(text, "assertions,count,lsn,");
     key_list(json_array_get(json_object_get(got, "assertions"), 1), keys,
              sizeof(keys));
     assert_string_equal(keys, "id,timestamp,lsn,");
@@ -619,7 +623,6 @@ static void test_db_assert_text_gives_the_json_result(void **state)
                          json_integer_value(json_object_get(item, "lsn")));
         json_decref(a);
     }
-    free(dump);
     free(text);
     json_decref(got);
     json_decref(ref);
